@@ -1,0 +1,363 @@
+//! The four commands' arguments: parsing (module side) and writing (client side).
+//!
+//! Each `parse` takes the arguments that follow the key and validates all of them before
+//! anything else happens, in this order (the contract does not fix one; this is Redis's habit):
+//!
+//! 1. arity;
+//! 2. option names: unknown, repeated or missing a value is `ERR syntax error`;
+//! 3. values, left to right: integers, then their ranges, then lease ids.
+
+use crate::error::CommandError;
+use crate::int::parse_i64;
+use crate::MAX_LEASE_ID_LEN;
+
+/// `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquire<'a> {
+    /// Lifetime of the lease, in milliseconds (>= 1).
+    pub ttl_ms: i64,
+    /// The caller's own lease id; the server makes a UUID when absent.
+    pub lease: Option<&'a [u8]>,
+    /// How long to wait for a held lock, in milliseconds; 0 waits forever.
+    pub block_ms: Option<i64>,
+}
+
+/// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirm<'a> {
+    /// The lease that claims to hold the lock.
+    pub lease: &'a [u8],
+    /// New lifetime from now, in milliseconds (>= 1).
+    pub extend_ms: Option<i64>,
+}
+
+/// `PYLOCK.RELEASE key lease-id`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release<'a> {
+    /// The lease that claims to hold the lock.
+    pub lease: &'a [u8],
+}
+
+/// `PYLOCK.INFO key`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info;
+
+impl<'a> Acquire<'a> {
+    /// The command name, lowercase, as error texts spell it.
+    pub const NAME: &'static str = "pylock.acquire";
+
+    /// Parses the arguments after the key. `now_ms` is needed to reject a ttl whose deadline
+    /// would overflow.
+    ///
+    /// # Errors
+    ///
+    /// `WrongArity`, `Syntax`, `NotInteger`, `InvalidExpire`, `InvalidLeaseId` or
+    /// `NegativeTimeout`, per the contract's table.
+    pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
+        let (ttl, options) = args.split_first().ok_or(CommandError::WrongArity)?;
+        let mut lease = None;
+        let mut block = None;
+        let mut rest = options;
+        while let Some((name, tail)) = rest.split_first() {
+            let name = name.as_ref();
+            let slot = if name.eq_ignore_ascii_case(b"LEASE") {
+                &mut lease
+            } else if name.eq_ignore_ascii_case(b"BLOCK") {
+                &mut block
+            } else {
+                return Err(CommandError::Syntax);
+            };
+            let (value, tail) = tail.split_first().ok_or(CommandError::Syntax)?;
+            if slot.replace(value.as_ref()).is_some() {
+                return Err(CommandError::Syntax);
+            }
+            rest = tail;
+        }
+        let ttl_ms = parse_ttl(ttl.as_ref(), now_ms)?;
+        let lease = lease.map(check_lease_id).transpose()?;
+        let block_ms = match block {
+            None => None,
+            Some(b) => match parse_i64(b) {
+                None => return Err(CommandError::NotInteger),
+                Some(ms) if ms < 0 => return Err(CommandError::NegativeTimeout),
+                Some(ms) => Some(ms),
+            },
+        };
+        Ok(Self {
+            ttl_ms,
+            lease,
+            block_ms,
+        })
+    }
+
+    /// The arguments after the key, as a client sends them.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        let mut out = vec![self.ttl_ms.to_string().into_bytes()];
+        if let Some(lease) = self.lease {
+            out.push(b"LEASE".to_vec());
+            out.push(lease.to_vec());
+        }
+        if let Some(block) = self.block_ms {
+            out.push(b"BLOCK".to_vec());
+            out.push(block.to_string().into_bytes());
+        }
+        out
+    }
+}
+
+impl<'a> Confirm<'a> {
+    /// The command name, lowercase, as error texts spell it.
+    pub const NAME: &'static str = "pylock.confirm";
+
+    /// Parses the arguments after the key.
+    ///
+    /// # Errors
+    ///
+    /// `WrongArity`, `Syntax`, `NotInteger`, `InvalidExpire` or `InvalidLeaseId`.
+    pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
+        let (lease, options) = args.split_first().ok_or(CommandError::WrongArity)?;
+        let extend = match options {
+            [] => None,
+            [name, value] if name.as_ref().eq_ignore_ascii_case(b"EXTEND") => Some(value.as_ref()),
+            _ => return Err(CommandError::Syntax),
+        };
+        let extend_ms = extend.map(|v| parse_ttl(v, now_ms)).transpose()?;
+        let lease = check_lease_id(lease.as_ref())?;
+        Ok(Self { lease, extend_ms })
+    }
+
+    /// The arguments after the key, as a client sends them.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        let mut out = vec![self.lease.to_vec()];
+        if let Some(extend) = self.extend_ms {
+            out.push(b"EXTEND".to_vec());
+            out.push(extend.to_string().into_bytes());
+        }
+        out
+    }
+}
+
+impl<'a> Release<'a> {
+    /// The command name, lowercase, as error texts spell it.
+    pub const NAME: &'static str = "pylock.release";
+
+    /// Parses the arguments after the key.
+    ///
+    /// # Errors
+    ///
+    /// `WrongArity` or `InvalidLeaseId`.
+    pub fn parse<A: AsRef<[u8]>>(args: &'a [A]) -> Result<Self, CommandError> {
+        match args {
+            [lease] => Ok(Self {
+                lease: check_lease_id(lease.as_ref())?,
+            }),
+            _ => Err(CommandError::WrongArity),
+        }
+    }
+
+    /// The arguments after the key, as a client sends them.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        vec![self.lease.to_vec()]
+    }
+}
+
+impl Info {
+    /// The command name, lowercase, as error texts spell it.
+    pub const NAME: &'static str = "pylock.info";
+
+    /// Parses the arguments after the key: there must be none.
+    ///
+    /// # Errors
+    ///
+    /// `WrongArity`.
+    pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Self, CommandError> {
+        if args.is_empty() {
+            Ok(Self)
+        } else {
+            Err(CommandError::WrongArity)
+        }
+    }
+}
+
+/// A ttl must be an integer >= 1 such that `now + ttl` fits an i64 millisecond timestamp.
+fn parse_ttl(value: &[u8], now_ms: i64) -> Result<i64, CommandError> {
+    let ttl = parse_i64(value).ok_or(CommandError::NotInteger)?;
+    if ttl <= 0 || now_ms.checked_add(ttl).is_none() {
+        return Err(CommandError::InvalidExpire);
+    }
+    Ok(ttl)
+}
+
+fn check_lease_id(id: &[u8]) -> Result<&[u8], CommandError> {
+    if id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
+        Err(CommandError::InvalidLeaseId)
+    } else {
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use CommandError::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn acquire(args: &[&str]) -> Result<Acquire<'static>, CommandError> {
+        let owned: Vec<&'static [u8]> = args
+            .iter()
+            .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        Acquire::parse(Box::leak(owned.into_boxed_slice()), NOW)
+    }
+
+    fn confirm(args: &[&str]) -> Result<Confirm<'static>, CommandError> {
+        let owned: Vec<&'static [u8]> = args
+            .iter()
+            .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        Confirm::parse(Box::leak(owned.into_boxed_slice()), NOW)
+    }
+
+    #[test]
+    fn acquire_table() {
+        let long = "x".repeat(129);
+        let max = "y".repeat(128);
+        let cases: Vec<(
+            Vec<&str>,
+            Result<(i64, Option<&str>, Option<i64>), CommandError>,
+        )> = vec![
+            (vec![], Err(WrongArity)),
+            (vec!["1000"], Ok((1000, None, None))),
+            (vec!["1000", "LEASE", "abc"], Ok((1000, Some("abc"), None))),
+            (
+                vec!["1000", "lease", "abc", "block", "0"],
+                Ok((1000, Some("abc"), Some(0))),
+            ),
+            (
+                vec!["1000", "BLOCK", "5", "LEASE", "abc"],
+                Ok((1000, Some("abc"), Some(5))),
+            ),
+            (vec!["1000", "LEASE", &max], Ok((1000, Some(&max), None))),
+            (vec!["1", "LEASE"], Err(Syntax)),
+            (vec!["1", "LEASE", "a", "LEASE", "b"], Err(Syntax)),
+            (vec!["1", "BLOCK", "1", "BLOCK", "1"], Err(Syntax)),
+            (vec!["1", "NX"], Err(Syntax)),
+            (vec!["abc", "NX"], Err(Syntax)),
+            (vec!["abc"], Err(NotInteger)),
+            (vec!["1.5"], Err(NotInteger)),
+            (vec!["0"], Err(InvalidExpire)),
+            (vec!["-5"], Err(InvalidExpire)),
+            (vec!["9223372036854775807"], Err(InvalidExpire)),
+            (vec!["9223372036854775808"], Err(NotInteger)),
+            (vec!["1000", "LEASE", ""], Err(InvalidLeaseId)),
+            (vec!["1000", "LEASE", &long], Err(InvalidLeaseId)),
+            (vec!["1000", "BLOCK", "x"], Err(NotInteger)),
+            (vec!["1000", "BLOCK", "-1"], Err(NegativeTimeout)),
+            (vec!["0", "BLOCK", "-1"], Err(InvalidExpire)),
+        ];
+        for (i, (args, want)) in cases.into_iter().enumerate() {
+            let got = acquire(&args).map(|a| {
+                (
+                    a.ttl_ms,
+                    a.lease.map(|l| std::str::from_utf8(l).unwrap()),
+                    a.block_ms,
+                )
+            });
+            let want = want.map(|(t, l, b)| (t, l, b));
+            assert_eq!(got, want, "case {i}: {args:?}");
+        }
+    }
+
+    #[test]
+    fn largest_ttl_that_fits() {
+        let fits = (i64::MAX - NOW).to_string();
+        assert_eq!(acquire(&[&fits]).map(|a| a.ttl_ms), Ok(i64::MAX - NOW));
+        let over = (i64::MAX - NOW + 1).to_string();
+        assert_eq!(acquire(&[&over]), Err(InvalidExpire));
+    }
+
+    #[test]
+    fn confirm_table() {
+        let cases: Vec<(Vec<&str>, Result<(&str, Option<i64>), CommandError>)> = vec![
+            (vec![], Err(WrongArity)),
+            (vec!["l"], Ok(("l", None))),
+            (vec!["l", "EXTEND", "10"], Ok(("l", Some(10)))),
+            (vec!["l", "extend", "10"], Ok(("l", Some(10)))),
+            (vec!["l", "EXTEND"], Err(Syntax)),
+            (vec!["l", "EXTEND", "1", "EXTEND", "1"], Err(Syntax)),
+            (vec!["l", "FOO", "1"], Err(Syntax)),
+            (vec!["l", "EXTEND", "x"], Err(NotInteger)),
+            (vec!["l", "EXTEND", "0"], Err(InvalidExpire)),
+            (vec!["", "EXTEND", "10"], Err(InvalidLeaseId)),
+            (vec![""], Err(InvalidLeaseId)),
+        ];
+        for (i, (args, want)) in cases.into_iter().enumerate() {
+            let got = confirm(&args).map(|c| (std::str::from_utf8(c.lease).unwrap(), c.extend_ms));
+            assert_eq!(got, want, "case {i}: {args:?}");
+        }
+    }
+
+    #[test]
+    fn release_and_info_arity() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(Release::parse(&none), Err(WrongArity));
+        assert_eq!(Release::parse(&[b"a".as_slice(), b"b"]), Err(WrongArity));
+        assert_eq!(Release::parse(&[b"".as_slice()]), Err(InvalidLeaseId));
+        assert_eq!(
+            Release::parse(&[b"a".as_slice()]),
+            Ok(Release { lease: b"a" })
+        );
+        assert_eq!(Info::parse(&none), Ok(Info));
+        assert_eq!(Info::parse(&[b"x".as_slice()]), Err(WrongArity));
+    }
+
+    fn lease_id() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 1..=MAX_LEASE_ID_LEN)
+    }
+
+    proptest! {
+        #[test]
+        fn acquire_round_trips(ttl in 1..=(i64::MAX - NOW), lease in proptest::option::of(lease_id()),
+                               block in proptest::option::of(0..=i64::MAX)) {
+            let cmd = Acquire { ttl_ms: ttl, lease: lease.as_deref(), block_ms: block };
+            let args = cmd.to_args();
+            prop_assert_eq!(Acquire::parse(&args, NOW), Ok(cmd));
+        }
+
+        #[test]
+        fn confirm_round_trips(lease in lease_id(), extend in proptest::option::of(1..=(i64::MAX - NOW))) {
+            let cmd = Confirm { lease: &lease, extend_ms: extend };
+            let args = cmd.to_args();
+            prop_assert_eq!(Confirm::parse(&args, NOW), Ok(cmd));
+        }
+
+        #[test]
+        fn release_round_trips(lease in lease_id()) {
+            let cmd = Release { lease: &lease };
+            let args = cmd.to_args();
+            prop_assert_eq!(Release::parse(&args), Ok(cmd));
+        }
+
+        /// Any argument list either parses or yields one of the contract's errors; never a panic.
+        #[test]
+        fn arbitrary_arguments_never_panic(args in proptest::collection::vec(
+            prop_oneof![
+                Just(b"LEASE".to_vec()), Just(b"BLOCK".to_vec()), Just(b"EXTEND".to_vec()),
+                Just(b"-1".to_vec()), Just(b"0".to_vec()), Just(b"9223372036854775807".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..200),
+            ], 0..8), now in any::<i64>()) {
+            if let Ok(a) = Acquire::parse(&args, now) {
+                prop_assert!(a.ttl_ms >= 1 && now.checked_add(a.ttl_ms).is_some());
+                prop_assert!(a.block_ms.is_none_or(|b| b >= 0));
+                prop_assert!(a.lease.is_none_or(|l| !l.is_empty() && l.len() <= MAX_LEASE_ID_LEN));
+            }
+            if let Ok(c) = Confirm::parse(&args, now) {
+                prop_assert!(c.extend_ms.is_none_or(|e| e >= 1 && now.checked_add(e).is_some()));
+            }
+            let _ = Release::parse(&args);
+            let _ = Info::parse(&args);
+        }
+    }
+}
