@@ -57,6 +57,19 @@ pub enum Outcome {
     Released,
 }
 
+/// Where grants take their fencing tokens from: a [`TokenClock`] here, the server-wide sequence
+/// in the module.
+pub trait Tokens {
+    /// The next token at `now_ms`, or `None` once the token space is exhausted.
+    fn next(&mut self, now_ms: i64) -> Option<i64>;
+}
+
+impl Tokens for TokenClock {
+    fn next(&mut self, now_ms: i64) -> Option<i64> {
+        TokenClock::next(self, now_ms)
+    }
+}
+
 /// Why a grant could not be made although the lock is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokensExhausted;
@@ -70,7 +83,7 @@ pub fn acquire(
     state: Option<LeaseState<'_>>,
     req: &Acquire<'_>,
     now_ms: i64,
-    tokens: &mut TokenClock,
+    tokens: &mut impl Tokens,
 ) -> Result<Outcome, TokensExhausted> {
     // `Acquire::parse` guarantees now + ttl fits; saturate anyway rather than trust the caller.
     let deadline_ms = now_ms.saturating_add(req.ttl_ms);

@@ -1,0 +1,98 @@
+//! `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms]`
+//!
+//! Free lock: grant a new lease (server-made UUID v4 unless LEASE is given) with a fresh
+//! fencing token; answer the lease reply. Held by the same LEASE: reset its TTL, keep its
+//! token. Held by another lease: nil, nothing changes.
+//!
+//! Replication: a grant propagates `PYLOCK.RESTORE key id token PXAT deadline`, a renewal
+//! `PEXPIREAT key deadline`, so replicas and AOF replay hold exactly the primary's lease id,
+//! token and absolute deadline. Contention propagates nothing.
+
+use std::ffi::c_int;
+
+use pylock_core::lease::{self, Outcome};
+use pylock_core::{Acquire, CommandError, LeaseReply, ReplySink, UUID_LEN};
+
+use crate::api::{raw_ok, Arg, Ctx};
+use crate::stats;
+use crate::storage::{next_token, Lock, LockKey};
+
+pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
+    let [_, key, rest @ ..] = args else {
+        return ctx.reply_error(CommandError::WrongArity, Acquire::NAME);
+    };
+    let now = ctx.now_ms();
+    let req = match Acquire::parse(rest, now) {
+        Ok(req) => req,
+        Err(e) => return ctx.reply_error(e, Acquire::NAME),
+    };
+    if req.block_ms.is_some() {
+        // Fair blocking acquire is not built yet; until it is, BLOCK is an unknown option.
+        return ctx.reply_error(CommandError::Syntax, Acquire::NAME);
+    }
+
+    let mut lock_key = LockKey::open(ctx, key, true);
+    let state = match lock_key.state() {
+        Ok(state) => state,
+        Err(_) => return ctx.reply_error(CommandError::WrongType, Acquire::NAME),
+    };
+    match lease::acquire(state, &req, now, &mut TokenSource) {
+        Ok(Outcome::Granted { token, deadline_ms }) => {
+            let mut uuid_buf = [0u8; UUID_LEN];
+            let id: &[u8] = match req.lease {
+                Some(id) => id,
+                None => uuid::Uuid::new_v4()
+                    .hyphenated()
+                    .encode_lower(&mut uuid_buf)
+                    .as_bytes(),
+            };
+            lock_key.store(
+                Lock {
+                    token,
+                    id: id.into(),
+                },
+                Some(deadline_ms),
+            );
+            ctx.replicate_grant(key, id, token, deadline_ms);
+            ctx.signal_modified(key);
+            stats::ACQUIRED.incr();
+            LeaseReply {
+                id,
+                token,
+                ttl_ms: deadline_ms - now,
+            }
+            .write(&mut ctx);
+        }
+        Ok(Outcome::Renewed { deadline_ms }) => {
+            lock_key.set_deadline(deadline_ms);
+            ctx.replicate_deadline(key, deadline_ms);
+            ctx.signal_modified(key);
+            stats::ACQUIRED.incr();
+            if let Some(held) = state {
+                LeaseReply {
+                    id: held.id,
+                    token: held.token,
+                    ttl_ms: deadline_ms - now,
+                }
+                .write(&mut ctx);
+            }
+        }
+        Ok(_) => {
+            stats::CONTENDED.incr();
+            ctx.nil();
+        }
+        Err(lease::TokensExhausted) => {
+            return ctx.reply_error_text("ERR fencing tokens exhausted\0");
+        }
+    }
+    raw_ok()
+}
+
+/// Adapts the module's server-wide token sequence to the pure rules.
+struct TokenSource;
+
+impl lease::Tokens for TokenSource {
+    fn next(&mut self, now_ms: i64) -> Option<i64> {
+        next_token(now_ms)
+    }
+}

@@ -1,0 +1,73 @@
+//! Counters since start, shown by `INFO pylock`.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis_module::raw;
+
+use crate::api::rm;
+
+/// One counter per outcome; each call of a command lands in exactly one.
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+    pub(crate) fn incr(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// ACQUIRE granted (a new lease, or the same LEASE again).
+pub(crate) static ACQUIRED: Counter = Counter::new();
+/// ACQUIRE answered nil because another lease holds the lock.
+pub(crate) static CONTENDED: Counter = Counter::new();
+/// RELEASE released.
+pub(crate) static RELEASED: Counter = Counter::new();
+/// CONFIRM without EXTEND succeeded.
+pub(crate) static CONFIRMED: Counter = Counter::new();
+/// CONFIRM with EXTEND succeeded.
+pub(crate) static EXTENDED: Counter = Counter::new();
+/// CONFIRM or RELEASE answered NOTHELD.
+pub(crate) static NOTHELD: Counter = Counter::new();
+/// CONFIRM or RELEASE answered NOTOWNED.
+pub(crate) static NOTOWNED: Counter = Counter::new();
+
+/// Clients blocked waiting for any lock right now. ACQUIRE does not block yet (BLOCK is
+/// refused as an unknown option), so no client can be waiting.
+pub(crate) fn waiting() -> u64 {
+    0
+}
+
+/// Clients blocked waiting for the lock at `key`; see [`waiting`].
+pub(crate) fn waiters_on(_key: &crate::api::Arg) -> i64 {
+    0
+}
+
+/// The `INFO pylock` section.
+pub(crate) unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
+    // An empty section name makes the section just "pylock", the module's name.
+    if rm!(RedisModule_InfoAddSection)(ctx, c"".as_ptr()) != raw::REDISMODULE_OK as i32 {
+        return; // this section was not asked for
+    }
+    let fields: [(&str, u64); 8] = [
+        ("acquired", ACQUIRED.get()),
+        ("contended", CONTENDED.get()),
+        ("released", RELEASED.get()),
+        ("confirmed", CONFIRMED.get()),
+        ("extended", EXTENDED.get()),
+        ("notheld", NOTHELD.get()),
+        ("notowned", NOTOWNED.get()),
+        ("waiting", waiting()),
+    ];
+    for (name, value) in fields {
+        let Ok(name) = CString::new(name) else {
+            continue;
+        };
+        rm!(RedisModule_InfoAddFieldULongLong)(ctx, name.as_ptr(), value);
+    }
+}
