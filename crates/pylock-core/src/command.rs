@@ -204,6 +204,14 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// (ttl, lease, block) as parsed.
+    type AcquireCase<'a> = (
+        Vec<&'a str>,
+        Result<(i64, Option<&'a str>, Option<i64>), CommandError>,
+    );
+    /// (lease, extend) as parsed.
+    type ConfirmCase<'a> = (Vec<&'a str>, Result<(&'a str, Option<i64>), CommandError>);
+
     fn acquire(args: &[&str]) -> Result<Acquire<'static>, CommandError> {
         let owned: Vec<&'static [u8]> = args
             .iter()
@@ -224,10 +232,7 @@ mod tests {
     fn acquire_table() {
         let long = "x".repeat(129);
         let max = "y".repeat(128);
-        let cases: Vec<(
-            Vec<&str>,
-            Result<(i64, Option<&str>, Option<i64>), CommandError>,
-        )> = vec![
+        let cases: Vec<AcquireCase> = vec![
             (vec![], Err(WrongArity)),
             (vec!["1000"], Ok((1000, None, None))),
             (vec!["1000", "LEASE", "abc"], Ok((1000, Some("abc"), None))),
@@ -265,7 +270,6 @@ mod tests {
                     a.block_ms,
                 )
             });
-            let want = want.map(|(t, l, b)| (t, l, b));
             assert_eq!(got, want, "case {i}: {args:?}");
         }
     }
@@ -280,7 +284,7 @@ mod tests {
 
     #[test]
     fn confirm_table() {
-        let cases: Vec<(Vec<&str>, Result<(&str, Option<i64>), CommandError>)> = vec![
+        let cases: Vec<ConfirmCase> = vec![
             (vec![], Err(WrongArity)),
             (vec!["l"], Ok(("l", None))),
             (vec!["l", "EXTEND", "10"], Ok(("l", Some(10)))),

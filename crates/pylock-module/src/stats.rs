@@ -54,7 +54,7 @@ pub(crate) unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_cra
     if rm!(RedisModule_InfoAddSection)(ctx, c"".as_ptr()) != raw::REDISMODULE_OK as i32 {
         return; // this section was not asked for
     }
-    let fields: [(&str, u64); 8] = [
+    let fields: [(&str, u64); 9] = [
         ("acquired", ACQUIRED.get()),
         ("contended", CONTENDED.get()),
         ("released", RELEASED.get()),
@@ -63,6 +63,12 @@ pub(crate) unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_cra
         ("notheld", NOTHELD.get()),
         ("notowned", NOTOWNED.get()),
         ("waiting", waiting()),
+        // Not a counter: the largest fencing token granted or seen. Operators (and the tests)
+        // use it to check that a replica or a restarted server continues the sequence.
+        (
+            "token_high_water",
+            u64::try_from(crate::storage::token_high_water()).unwrap_or(0),
+        ),
     ];
     for (name, value) in fields {
         let Ok(name) = CString::new(name) else {

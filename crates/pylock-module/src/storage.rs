@@ -67,6 +67,11 @@ pub(crate) fn next_token(now_ms: i64) -> Option<i64> {
     Some(token)
 }
 
+/// The largest token granted or observed so far.
+pub(crate) fn token_high_water() -> i64 {
+    TOKEN_HIGH_WATER.load(Ordering::Relaxed)
+}
+
 /// Raises the high-water mark to a token granted elsewhere (loaded, or from the primary).
 pub(crate) fn observe_token(token: i64) {
     TOKEN_HIGH_WATER.fetch_max(token, Ordering::Relaxed);

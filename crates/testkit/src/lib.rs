@@ -192,6 +192,8 @@ impl Server {
             .arg(module_path())
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--logfile", "server.log", "--enable-debug-command", "yes"])
+            // Full syncs start at once instead of waiting 5 s for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -320,6 +322,28 @@ impl Server {
         args.extend_from_slice(extra);
         let replica = Server::start_with(self.kind, &args);
         replica.wait_in_sync();
+        // After a diskless full sync the primary streams nothing until the replica's first
+        // REPLCONF ACK, which may be a second away. A write acknowledged by WAIT proves the
+        // stream is flowing, so tests can rely on WAIT's timing from here on.
+        let mut con = self.conn();
+        let acked: i64 = redis::pipe()
+            .cmd("INCR")
+            .arg("testkit:sync")
+            .ignore()
+            .cmd("DEL")
+            .arg("testkit:sync")
+            .ignore()
+            .cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query::<(i64,)>(&mut con)
+            .map(|(n,)| n)
+            .unwrap_or(0);
+        assert!(
+            acked >= 1,
+            "replica never acknowledged; log:\n{}",
+            replica.log_tail(40)
+        );
         replica
     }
 
@@ -333,6 +357,19 @@ impl Server {
                     == Some("0")
         })
         .unwrap_or_else(|_| panic!("replica not in sync; log:\n{}", self.log_tail(40)));
+    }
+
+    /// Waits until no AOF rewrite is running or scheduled. Writes made while a rewrite started
+    /// by turning AOF on (as a replica does after a full sync) is still running are not yet in
+    /// the manifest, so a crash then loses them; tests that kill a server wait for this first.
+    pub fn wait_aof_rewrite_done(&self) {
+        wait_until(Duration::from_secs(10), || {
+            self.info("persistence", "aof_rewrite_in_progress")
+                .as_deref()
+                == Some("0")
+                && self.info("persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
+        })
+        .unwrap_or_else(|_| panic!("AOF rewrite did not finish; log:\n{}", self.log_tail(40)));
     }
 
     /// The last `lines` lines of the server's log.
@@ -385,19 +422,23 @@ pub fn info_field(text: &str, field: &str) -> Option<String> {
     })
 }
 
+/// A condition did not become true in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
 /// Polls `f` every 5 ms until it is true.
 ///
 /// # Errors
 ///
-/// `Err(())` when `timeout` passes first.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+/// [`TimedOut`] when `timeout` passes first.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), TimedOut> {
     let deadline = Instant::now() + timeout;
     loop {
         if f() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(());
+            return Err(TimedOut);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
