@@ -1,1 +1,154 @@
+//! Locks and leases for task-queue workers, enforced by Redis through the `pylock` module.
+//!
+//! The server does the locking (`PYLOCK.ACQUIRE`, `PYLOCK.CONFIRM`, `PYLOCK.RELEASE`), atomically;
+//! this crate names locks, sends those commands and reads their replies. Each grant is a
+//! *lease*: a lease id, a fencing token and a TTL. Whoever knows the lease id can check that the
+//! lease still holds the lock, which is what lets a producer take a lock and hand it to a task.
+//!
+//! Every call takes a connection explicitly: any `redis::ConnectionLike` for the sync API, any
+//! `redis::aio::ConnectionLike` (`MultiplexedConnection`, `ConnectionManager`, cluster
+//! connections) for the `_async` API. Each command names one key, the lock's, as its first
+//! argument, and none uses `MULTI`, so cluster connections route every call.
+//!
+//! # Pattern 1: take the lock inside the task
+//!
+//! The task tries to acquire when it starts. If the lock is held, it fails (and the queue may
+//! retry it). `releasing` runs the work and releases afterwards, even on error or panic.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use pylocks::{Error, LockFactory};
+//!
+//! fn add_to_person(
+//!     person_lock: &LockFactory,
+//!     con: &mut redis::Connection,
+//!     person_id: u64,
+//!     amount: i64,
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     let handle = match person_lock.acquire(con, [person_id]) {
+//!         Ok(handle) => handle,
+//!         Err(e @ Error::AlreadyHeld { .. }) => {
+//!             eprintln!("lock on person {person_id} was already held: {e}");
+//!             return Err(e.into());
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     };
+//!     let scope = handle.releasing(con, |con| -> redis::RedisResult<()> {
+//!         let key = format!("person:{person_id}");
+//!         let val: Option<i64> = redis::cmd("GET").arg(&key).query(con)?;
+//!         redis::cmd("SET").arg(&key).arg(val.unwrap_or(0) + amount).query::<()>(con)
+//!     });
+//!     // Err when the lease was lost before the release: the update was not protected.
+//!     scope.into_result()??;
+//!     Ok(())
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let person_lock = LockFactory::builder("person", Duration::from_secs(60))
+//!     .arity(1)
+//!     .root_prefix("locks_example")
+//!     .build()?;
+//! let mut con = redis::Client::open("redis://127.0.0.1:6379/")?.get_connection()?;
+//! add_to_person(&person_lock, &mut con, 42, 5)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Pattern 2: take the lock before enqueuing, and pass the lease id
+//!
+//! The producer acquires first and enqueues only if it got the lock, passing the lease id with
+//! the task. The task confirms with [`LockFactory::get_handle`] that its own lease still holds
+//! the lock before it touches shared state. A lease that expired is refused with
+//! [`Error::NotHeld`], or with [`Error::NotOwned`] when someone else has taken the lock since.
+//!
+//! ```no_run
+//! use pylocks::{Error, LockFactory};
+//!
+//! fn enqueue_add_to_person(
+//!     person_lock: &LockFactory,
+//!     con: &mut redis::Connection,
+//!     person_id: u64,
+//!     amount: i64,
+//! ) -> Result<(), Error> {
+//!     let handle = person_lock.acquire(con, [person_id])?; // AlreadyHeld: don't enqueue
+//!     let task = format!("{person_id} {} {amount}", handle.lease_id());
+//!     redis::cmd("RPUSH").arg("tasks").arg(task).query::<()>(con)?;
+//!     Ok(())
+//! }
+//!
+//! fn add_to_person(
+//!     person_lock: &LockFactory,
+//!     con: &mut redis::Connection,
+//!     person_id: u64,
+//!     lease_id: &str,
+//!     amount: i64,
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     let handle = match person_lock.get_handle(con, [person_id], lease_id) {
+//!         Ok(handle) => handle,
+//!         Err(e) if e.is_lease_lost() => {
+//!             eprintln!("lease {lease_id} on person {person_id} expired: {e}");
+//!             return Err(e.into());
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     };
+//!     handle
+//!         .releasing(con, |con| -> redis::RedisResult<()> {
+//!             let key = format!("person:{person_id}");
+//!             let val: Option<i64> = redis::cmd("GET").arg(&key).query(con)?;
+//!             redis::cmd("SET").arg(&key).arg(val.unwrap_or(0) + amount).query(con)
+//!         })
+//!         .into_result()??;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Both patterns run for real, with a producer and worker processes, in the `pylocks-demo`
+//! binary of this crate (`cargo run --release -p pylocks --bin pylocks-demo -- --help`).
+//!
+//! # Long tasks
+//!
+//! A task that may outlive its lease's TTL hands the handle to a [`Keeper`]
+//! ([`LockHandle::keep_alive`]), which extends the lease every third of its TTL and reports a
+//! loss at once; [`Keeper::while_held`] stops the work when that happens.
+//!
+//! ```no_run
+//! # async fn demo(people: pylocks::LockFactory) -> Result<(), Box<dyn std::error::Error>> {
+//! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+//! let mut con = client.get_multiplexed_async_connection().await?;
+//! let keeper = people.acquire_async(&mut con, [42]).await?.keep_alive(con.clone());
+//! let report = keeper.while_held(async { /* a long computation */ 42 }).await?;
+//! keeper.release(&mut con).await?;
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! # Dropping and losing
+//!
+//! No `Drop` here makes a network call. A handle or keeper that is dropped leaves its lease to
+//! end at its TTL. A release of a lease that was already lost is an error, never a success.
+//!
+//! # Layout
+//!
+//! - `key`: the lock key format.
+//! - `wire`: each command's request and reply reading, over `pylock_core`'s command and reply
+//!   types; the only place that knows the commands' shapes.
+//! - [`LockFactory`] (`factory`): names locks, acquires and finds leases, optional durability.
+//! - [`LockHandle`] and [`Released`] (`handle`): confirm, extend, release, release in a scope.
+//! - [`Keeper`] (`keeper`): background renewal on tokio.
+//! - [`Error`] (`error`): the one error type, and the mapping of server error codes.
 
+#![deny(missing_docs)]
+
+mod error;
+mod factory;
+mod handle;
+mod keeper;
+mod key;
+mod wire;
+
+pub use error::Error;
+pub use factory::{Durability, LockFactory, LockFactoryBuilder};
+pub use handle::{LockHandle, Released};
+pub use keeper::{Keeper, LeaseStatus, LeaseWatch};
+
+/// The `redis` crate this client is built against; connections given to it must come from
+/// the same version.
+pub use redis;

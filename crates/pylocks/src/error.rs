@@ -1,0 +1,179 @@
+//! The one error type of the client.
+
+use std::fmt;
+use std::time::Duration;
+
+use pylock_core::error::{NOTHELD, NOTOWNED};
+
+/// Everything that can go wrong when taking, checking or giving back a lock.
+///
+/// Server error codes are mapped in one place ([`Error::from_redis`]): `NOTHELD` and `NOTOWNED`
+/// become [`Error::NotHeld`] and [`Error::NotOwned`] with the server's text kept; every other
+/// server error and every transport failure stays a [`redis::RedisError`] in [`Error::Redis`],
+/// whose `code()` remains readable.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// `PYLOCK.ACQUIRE` answered nil: another lease holds the lock.
+    AlreadyHeld {
+        /// The lock's key.
+        key: String,
+    },
+    /// The server answered `NOTHELD`: nobody holds the lock (our lease expired or was released).
+    NotHeld {
+        /// The lock's key.
+        key: String,
+        /// The server's error text, code first (`NOTHELD …`).
+        message: String,
+    },
+    /// The server answered `NOTOWNED`: another lease holds the lock now.
+    NotOwned {
+        /// The lock's key.
+        key: String,
+        /// The server's error text, code first (`NOTOWNED …`).
+        message: String,
+    },
+    /// The number of key parts differs from the factory's arity. Raised before any network call.
+    Arity {
+        /// The factory's arity.
+        expected: usize,
+        /// How many parts were given.
+        got: usize,
+    },
+    /// A TTL is below one millisecond or does not fit the protocol's millisecond integers.
+    /// Raised before any network call.
+    InvalidTtl {
+        /// The rejected duration.
+        ttl: Duration,
+    },
+    /// The lease was granted, but fewer replicas than required acknowledged it within the
+    /// timeout (`WAIT`). The client then released the lease.
+    NotReplicated {
+        /// The lock's key.
+        key: String,
+        /// Replicas required.
+        required: u32,
+        /// Replicas that acknowledged in time.
+        acknowledged: u32,
+        /// Whether the release that followed succeeded. When it did not (for example the
+        /// connection broke), the lease ends at its TTL.
+        released: bool,
+    },
+    /// The lease could not be confirmed or extended before it was due to expire, so it must be
+    /// taken as lost. Raised by the [`Keeper`](crate::Keeper) when the server stays unreachable.
+    Unconfirmed {
+        /// The lock's key.
+        key: String,
+        /// The last failure seen while trying, if any (none when the attempts timed out).
+        cause: Option<redis::RedisError>,
+    },
+    /// A reply did not have the shape the protocol gives it (for example a module of another
+    /// version, or a proxy in between).
+    UnexpectedReply {
+        /// The command that was answered.
+        command: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Any other server error, or a transport failure.
+    Redis(redis::RedisError),
+}
+
+impl Error {
+    /// Maps a driver error for a command on `key`: `NOTHELD` and `NOTOWNED` become their own
+    /// variants with the server's text; anything else is kept as [`Error::Redis`].
+    pub fn from_redis(key: &str, err: redis::RedisError) -> Self {
+        let message = || match err.detail() {
+            Some(detail) => format!("{} {detail}", err.code().unwrap_or_default()),
+            None => err.code().unwrap_or_default().to_string(),
+        };
+        match err.code() {
+            Some(NOTHELD) => Error::NotHeld {
+                key: key.to_string(),
+                message: message(),
+            },
+            Some(NOTOWNED) => Error::NotOwned {
+                key: key.to_string(),
+                message: message(),
+            },
+            _ => Error::Redis(err),
+        }
+    }
+
+    /// Whether this error means the lease is gone: [`Error::NotHeld`], [`Error::NotOwned`] or
+    /// [`Error::Unconfirmed`]. Work done under such a lease must not be trusted.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::NotHeld { .. } | Error::NotOwned { .. } | Error::Unconfirmed { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::AlreadyHeld { key } => write!(f, "lock {key:?} is already held"),
+            Error::NotHeld { key, message } => {
+                write!(f, "lock {key:?} is not held by this lease: {message}")
+            }
+            Error::NotOwned { key, message } => {
+                write!(f, "lock {key:?} is held by another lease: {message}")
+            }
+            Error::Arity { expected, got } => {
+                write!(f, "lock key needs {expected} part(s), got {got}")
+            }
+            Error::InvalidTtl { ttl } => write!(
+                f,
+                "invalid lock ttl {ttl:?}: it must be at least 1 ms and fit in i64 milliseconds"
+            ),
+            Error::NotReplicated {
+                key,
+                required,
+                acknowledged,
+                released,
+            } => write!(
+                f,
+                "lock {key:?} was acknowledged by {acknowledged} of {required} required replica(s); {}",
+                if *released {
+                    "the lease was released"
+                } else {
+                    "releasing it failed, so it ends at its ttl"
+                }
+            ),
+            Error::Unconfirmed { key, cause } => {
+                write!(
+                    f,
+                    "lease on lock {key:?} could not be extended before it was due to expire"
+                )?;
+                match cause {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
+                }
+            }
+            Error::UnexpectedReply { command, detail } => {
+                write!(f, "unexpected reply to {command}: {detail}")
+            }
+            Error::Redis(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Redis(err) => Some(err),
+            Error::Unconfirmed {
+                cause: Some(err), ..
+            } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    /// Keeps the error as [`Error::Redis`]; use [`Error::from_redis`] to map lease codes.
+    fn from(err: redis::RedisError) -> Self {
+        Error::Redis(err)
+    }
+}

@@ -1,0 +1,330 @@
+//! [`LockFactory`]: one family of locks (prefix, TTL, arity), and taking or finding its leases.
+
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use crate::handle::LockHandle;
+use crate::{key, wire, Error};
+
+/// A family of locks that share a key prefix, a lease TTL and a number of key parts.
+///
+/// Mirrors the original `RedisLockFactory(prefix, ttl, arity, root_prefix)`; the TTL is a
+/// [`Duration`] (the original took seconds). A factory holds no connection: every call takes
+/// one, sync (`redis::ConnectionLike`) or async (`redis::aio::ConnectionLike`, with the
+/// `_async` methods), so it works over a plain connection, a `MultiplexedConnection`, a
+/// `ConnectionManager` or a cluster connection.
+///
+/// # Key format
+///
+/// The lock for `parts` lives at one Redis key, built so that redis-cli, a Python client or a
+/// Lua script can name the same lock:
+///
+/// ```text
+/// [root_prefix ":"] prefix ":" part1 ":" part2 … ":" partN      (N = arity)
+/// ```
+///
+/// Inside each component (root prefix, prefix and every part) a backslash is written as two
+/// backslashes and a colon as backslash-colon, so distinct part tuples never share a key. With
+/// arity 0 the key is just `[root_prefix:]prefix`. Parts are formatted with [`Display`].
+///
+/// | root_prefix | prefix | parts | key |
+/// | --- | --- | --- | --- |
+/// | `locks_example` | `person` | `42` | `locks_example:person:42` |
+/// | none | `person` | `42` | `person:42` |
+/// | `r` | `p` | `a:b`, `c` | `r:p:a\:b:c` |
+/// | `r` | `p` | `a\`, `b` | `r:p:a\\:b` |
+///
+/// The shared test vectors are in `testdata/key-vectors.json`.
+///
+/// ```
+/// use std::time::Duration;
+/// let people = pylocks::LockFactory::builder("person", Duration::from_secs(60))
+///     .root_prefix("locks_example")
+///     .build()?;
+/// assert_eq!(people.key([42])?, "locks_example:person:42");
+/// # Ok::<(), pylocks::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LockFactory {
+    root_prefix: Option<String>,
+    prefix: String,
+    arity: usize,
+    ttl: Duration,
+    ttl_ms: i64,
+    durability: Option<Durability>,
+}
+
+/// Builds a [`LockFactory`]; see [`LockFactory::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LockFactoryBuilder {
+    root_prefix: Option<String>,
+    prefix: String,
+    arity: usize,
+    ttl: Duration,
+    durability: Option<Durability>,
+}
+
+/// How many replicas must acknowledge a grant before [`LockFactory::acquire`] returns it.
+///
+/// After `PYLOCK.ACQUIRE` the client sends `WAIT replicas timeout` on the same connection. If
+/// fewer replicas acknowledge in time, it releases the lease and fails with
+/// [`Error::NotReplicated`]. This narrows, but does not close, the window in which a failover
+/// loses a grant: Redis replication stays asynchronous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Durability {
+    /// Replicas that must acknowledge.
+    pub replicas: u32,
+    /// How long `WAIT` may wait for them (rounded to milliseconds, at least 1 ms).
+    pub timeout: Duration,
+}
+
+impl Durability {
+    /// Requires `replicas` acknowledgements within `timeout`.
+    pub fn new(replicas: u32, timeout: Duration) -> Self {
+        Self { replicas, timeout }
+    }
+}
+
+impl LockFactoryBuilder {
+    /// Puts every key under `root_prefix` (escaped like the other components). None by default.
+    pub fn root_prefix(mut self, root_prefix: impl Into<String>) -> Self {
+        self.root_prefix = Some(root_prefix.into());
+        self
+    }
+
+    /// The number of parts that name one lock. 1 by default.
+    pub fn arity(mut self, arity: usize) -> Self {
+        self.arity = arity;
+        self
+    }
+
+    /// Requires replica acknowledgement of every grant; see [`Durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// Builds the factory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms.
+    pub fn build(self) -> Result<LockFactory, Error> {
+        let ttl_ms = wire::ttl_ms(self.ttl)?;
+        Ok(LockFactory {
+            root_prefix: self.root_prefix,
+            prefix: self.prefix,
+            arity: self.arity,
+            ttl: self.ttl,
+            ttl_ms,
+            durability: self.durability,
+        })
+    }
+}
+
+impl LockFactory {
+    /// Starts a factory for locks named `prefix` whose leases last `ttl`; arity 1, no root
+    /// prefix, no durability requirement.
+    pub fn builder(prefix: impl Into<String>, ttl: Duration) -> LockFactoryBuilder {
+        LockFactoryBuilder {
+            root_prefix: None,
+            prefix: prefix.into(),
+            arity: 1,
+            ttl,
+            durability: None,
+        }
+    }
+
+    /// The lease TTL this factory asks for.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The number of parts a key takes.
+    pub fn arity(&self) -> usize {
+        self.arity
+    }
+
+    /// The key of the lock named by `parts` (see the [key format](LockFactory#key-format)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Arity`] when the number of parts is not the factory's arity.
+    pub fn key<I>(&self, parts: I) -> Result<String, Error>
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        key::build(self.root_prefix.as_deref(), &self.prefix, self.arity, parts)
+    }
+
+    /// Takes the lock named by `parts` for a new lease of the factory's TTL.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Arity`], before any network call, when `parts` has the wrong length.
+    /// - [`Error::AlreadyHeld`] when another lease holds the lock.
+    /// - [`Error::NotReplicated`] when a [`Durability`] is set and too few replicas
+    ///   acknowledged; the lease was released.
+    /// - [`Error::Redis`] for transport failures and other server errors (for example
+    ///   `WRONGTYPE` when the key holds something else).
+    /// - [`Error::UnexpectedReply`] when the reply is not a lease.
+    pub fn acquire<C, I>(&self, con: &mut C, parts: I) -> Result<LockHandle, Error>
+    where
+        C: redis::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        self.acquire_with(con, self.key(parts)?, None)
+    }
+
+    /// Async [`acquire`](Self::acquire).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_async<C, I>(&self, con: &mut C, parts: I) -> Result<LockHandle, Error>
+    where
+        C: redis::aio::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        let key = self.key(parts)?;
+        self.acquire_with_async(con, key, None).await
+    }
+
+    /// The handle of an existing lease, after `PYLOCK.CONFIRM` shows that `lease_id` still
+    /// holds the lock. This is how a task uses a lease its producer took.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Arity`], before any network call.
+    /// - [`Error::NotHeld`] when nobody holds the lock (the lease expired or was released).
+    /// - [`Error::NotOwned`] when another lease holds it (ours expired and someone else took it).
+    /// - [`Error::Redis`]: transport failures and other server errors (`ERR invalid lease id`
+    ///   for an empty id or one over 128 bytes).
+    /// - [`Error::UnexpectedReply`] when the reply is not a lease.
+    pub fn get_handle<C, I>(
+        &self,
+        con: &mut C,
+        parts: I,
+        lease_id: &str,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        let key = self.key(parts)?;
+        let sent = Instant::now();
+        let reply = wire::run(con, &wire::confirm_cmd(&key, lease_id, None));
+        let lease = wire::confirm_reply(&key, reply)?;
+        Ok(LockHandle::new(key, lease, sent, self.ttl))
+    }
+
+    /// Async [`get_handle`](Self::get_handle).
+    ///
+    /// # Errors
+    ///
+    /// As [`get_handle`](Self::get_handle).
+    pub async fn get_handle_async<C, I>(
+        &self,
+        con: &mut C,
+        parts: I,
+        lease_id: &str,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::aio::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        let key = self.key(parts)?;
+        let sent = Instant::now();
+        let reply = wire::run_async(con, &wire::confirm_cmd(&key, lease_id, None)).await;
+        let lease = wire::confirm_reply(&key, reply)?;
+        Ok(LockHandle::new(key, lease, sent, self.ttl))
+    }
+
+    /// Every acquire goes through here. `block_ms` is the hook for a blocking acquire
+    /// (`PYLOCK.ACQUIRE key ttl BLOCK ms`); the public calls pass `None`.
+    fn acquire_with<C>(
+        &self,
+        con: &mut C,
+        key: String,
+        block_ms: Option<i64>,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::ConnectionLike + ?Sized,
+    {
+        let sent = Instant::now();
+        let reply = wire::run(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms));
+        let lease = wire::acquire_reply(&key, reply)?;
+        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let Some(durability) = self.durability else {
+            return Ok(handle);
+        };
+        let acked = wire::run(
+            con,
+            &wire::wait_cmd(durability.replicas, durability.timeout),
+        );
+        match wire::wait_reply(handle.key(), acked) {
+            Ok(n) if n >= durability.replicas => Ok(handle),
+            other => {
+                let released = handle.clone().release(con).is_ok();
+                Self::durability_error(durability, handle, other, released)
+            }
+        }
+    }
+
+    /// Async [`acquire_with`](Self::acquire_with).
+    async fn acquire_with_async<C>(
+        &self,
+        con: &mut C,
+        key: String,
+        block_ms: Option<i64>,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::aio::ConnectionLike + ?Sized,
+    {
+        let sent = Instant::now();
+        let reply = wire::run_async(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms)).await;
+        let lease = wire::acquire_reply(&key, reply)?;
+        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let Some(durability) = self.durability else {
+            return Ok(handle);
+        };
+        let acked = wire::run_async(
+            con,
+            &wire::wait_cmd(durability.replicas, durability.timeout),
+        )
+        .await;
+        match wire::wait_reply(handle.key(), acked) {
+            Ok(n) if n >= durability.replicas => Ok(handle),
+            other => {
+                let released = handle.clone().release_async(con).await.is_ok();
+                Self::durability_error(durability, handle, other, released)
+            }
+        }
+    }
+
+    /// The error for a grant that was not acknowledged (`acked` is below the requirement) or
+    /// whose `WAIT` failed (`acked` is that error). Either way the lease was given back first.
+    fn durability_error(
+        durability: Durability,
+        handle: LockHandle,
+        acked: Result<u32, Error>,
+        released: bool,
+    ) -> Result<LockHandle, Error> {
+        match acked {
+            Ok(acknowledged) => Err(Error::NotReplicated {
+                key: handle.key().to_string(),
+                required: durability.replicas,
+                acknowledged,
+                released,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! [`LockHandle`]: a lease this process holds, and [`Released`]: the outcome of a scope.
+
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use crate::keeper::Keeper;
+use crate::wire::{self, Lease};
+use crate::Error;
+
+/// A lease on one lock: its key, lease id, fencing token and time left.
+///
+/// A handle is plain data. It holds no connection, and dropping it makes no network call: a
+/// lease that is never released ends at its TTL. Every call that talks to Redis takes a
+/// connection, sync or async (`_async`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHandle {
+    key: String,
+    lease_id: String,
+    token: i64,
+    ttl_left: Duration,
+    valid_until: Instant,
+    lease_ttl: Duration,
+}
+
+/// What a [`LockHandle::releasing`] scope produced: the work's output and the release outcome,
+/// both kept so that neither hides the other.
+///
+/// `release` is `Err` when the lease was lost before the release (the lock expired, or another
+/// lease took it: [`Error::NotHeld`] / [`Error::NotOwned`]), in which case the work ran without
+/// the lock for some time; or when the release itself failed to reach the server.
+#[derive(Debug)]
+#[must_use = "the release outcome says whether the lock was still held"]
+#[non_exhaustive]
+pub struct Released<R> {
+    /// What the work returned.
+    pub output: R,
+    /// Whether the lease was still held and is now released.
+    pub release: Result<(), Error>,
+}
+
+impl<R> Released<R> {
+    /// The work's output if the release succeeded; otherwise the release error (and the output
+    /// is dropped). For a fallible work, `scope.into_result()??` reports both.
+    ///
+    /// # Errors
+    ///
+    /// The release error: [`Error::NotHeld`] or [`Error::NotOwned`] when the lease was lost,
+    /// [`Error::Redis`] when the release failed in transport.
+    pub fn into_result(self) -> Result<R, Error> {
+        self.release.map(|()| self.output)
+    }
+
+    /// Whether the lease turned out to be lost when the scope ended.
+    pub fn lease_lost(&self) -> bool {
+        self.release.as_ref().is_err_and(Error::is_lease_lost)
+    }
+}
+
+impl LockHandle {
+    pub(crate) fn new(key: String, lease: Lease, sent: Instant, lease_ttl: Duration) -> Self {
+        let mut handle = LockHandle {
+            key,
+            lease_id: lease.id.clone(),
+            token: lease.token,
+            ttl_left: Duration::ZERO,
+            valid_until: sent,
+            lease_ttl,
+        };
+        handle.update(lease, sent);
+        handle
+    }
+
+    /// Records a fresh reply. The server measured `ttl_left` at some moment after `sent`, so
+    /// `sent + ttl_left` is an instant before which the lease cannot have expired.
+    fn update(&mut self, lease: Lease, sent: Instant) {
+        self.token = lease.token;
+        self.ttl_left = lease.ttl_left;
+        self.valid_until = sent + lease.ttl_left;
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lease id: the value to hand to a task, which calls
+    /// [`LockFactory::get_handle`](crate::LockFactory::get_handle) with it.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// The fencing token of this lease: strictly greater than every token granted before for
+    /// this key. A guarded resource can refuse writes that carry a lower token than it has seen.
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// Time left on the lease when the server last answered for it (acquire, confirm or extend).
+    pub fn ttl(&self) -> Duration {
+        self.ttl_left
+    }
+
+    /// The TTL a renewal asks for: the factory's TTL, or the last one given to
+    /// [`extend`](Self::extend).
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// An instant, by this process's monotonic clock, before which the lease cannot have
+    /// expired: the time the last request was sent plus the time left that the server
+    /// reported. It assumes the server's clock runs at the same rate as ours, and does not
+    /// cover a lease deleted by hand or an operator's `FLUSHALL`.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Checks with the server that this lease still holds the lock (`PYLOCK.CONFIRM`), and
+    /// refreshes [`ttl`](Self::ttl).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] or [`Error::NotOwned`] when the lease is lost; [`Error::Redis`] for
+    /// transport failures; [`Error::UnexpectedReply`].
+    pub fn confirm<C: redis::ConnectionLike + ?Sized>(&mut self, con: &mut C) -> Result<(), Error> {
+        self.confirm_with(con, None)
+    }
+
+    /// Async [`confirm`](Self::confirm).
+    ///
+    /// # Errors
+    ///
+    /// As [`confirm`](Self::confirm).
+    pub async fn confirm_async<C: redis::aio::ConnectionLike + ?Sized>(
+        &mut self,
+        con: &mut C,
+    ) -> Result<(), Error> {
+        self.confirm_with_async(con, None).await
+    }
+
+    /// Confirms the lease and sets its time left to `ttl` from now (`PYLOCK.CONFIRM … EXTEND`).
+    /// Later renewals ask for the same `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTtl`] (before any network call), [`Error::NotHeld`],
+    /// [`Error::NotOwned`], [`Error::Redis`] or [`Error::UnexpectedReply`].
+    pub fn extend<C: redis::ConnectionLike + ?Sized>(
+        &mut self,
+        con: &mut C,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let ms = wire::ttl_ms(ttl)?;
+        self.confirm_with(con, Some(ms))?;
+        self.lease_ttl = ttl;
+        Ok(())
+    }
+
+    /// Async [`extend`](Self::extend).
+    ///
+    /// # Errors
+    ///
+    /// As [`extend`](Self::extend).
+    pub async fn extend_async<C: redis::aio::ConnectionLike + ?Sized>(
+        &mut self,
+        con: &mut C,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let ms = wire::ttl_ms(ttl)?;
+        self.confirm_with_async(con, Some(ms)).await?;
+        self.lease_ttl = ttl;
+        Ok(())
+    }
+
+    fn confirm_with<C: redis::ConnectionLike + ?Sized>(
+        &mut self,
+        con: &mut C,
+        extend_ms: Option<i64>,
+    ) -> Result<(), Error> {
+        let sent = Instant::now();
+        let reply = wire::run(
+            con,
+            &wire::confirm_cmd(&self.key, &self.lease_id, extend_ms),
+        );
+        let lease = wire::confirm_reply(&self.key, reply)?;
+        self.update(lease, sent);
+        Ok(())
+    }
+
+    pub(crate) async fn confirm_with_async<C: redis::aio::ConnectionLike + ?Sized>(
+        &mut self,
+        con: &mut C,
+        extend_ms: Option<i64>,
+    ) -> Result<(), Error> {
+        let sent = Instant::now();
+        let cmd = wire::confirm_cmd(&self.key, &self.lease_id, extend_ms);
+        let reply = wire::run_async(con, &cmd).await;
+        let lease = wire::confirm_reply(&self.key, reply)?;
+        self.update(lease, sent);
+        Ok(())
+    }
+
+    /// Gives the lock back (`PYLOCK.RELEASE`). A lease that was already lost is reported as an
+    /// error, never as success: the work done under it may have overlapped another holder's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] when the lease had expired, [`Error::NotOwned`] when another lease
+    /// holds the lock (it is left untouched), [`Error::Redis`] for transport failures (the
+    /// lease then ends at its TTL; a clone of the handle can retry), [`Error::UnexpectedReply`].
+    pub fn release<C: redis::ConnectionLike + ?Sized>(self, con: &mut C) -> Result<(), Error> {
+        let reply = wire::run(con, &wire::release_cmd(&self.key, &self.lease_id));
+        wire::release_reply(&self.key, reply)
+    }
+
+    /// Async [`release`](Self::release).
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](Self::release).
+    pub async fn release_async<C: redis::aio::ConnectionLike + ?Sized>(
+        self,
+        con: &mut C,
+    ) -> Result<(), Error> {
+        let reply = wire::run_async(con, &wire::release_cmd(&self.key, &self.lease_id)).await;
+        wire::release_reply(&self.key, reply)
+    }
+
+    /// Runs `work` with the connection, then releases the lease, whatever the work returned.
+    ///
+    /// The Rust form of the original `with handle.releasing():`. The returned [`Released`] holds
+    /// both the work's output and the release outcome; a lost lease shows up there as
+    /// [`Error::NotHeld`] or [`Error::NotOwned`].
+    ///
+    /// If `work` panics, the lease is released first and the panic then continues (the release
+    /// outcome is lost with it).
+    ///
+    /// ```no_run
+    /// # fn demo(people: &pylocks::LockFactory, con: &mut redis::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let handle = people.acquire(con, [42])?;
+    /// let scope = handle.releasing(con, |con| {
+    ///     redis::cmd("INCRBY").arg("person:42").arg(5).query::<i64>(con)
+    /// });
+    /// let total = scope.into_result()??; // the lease was held throughout, and INCRBY worked
+    /// # let _ = total; Ok(()) }
+    /// ```
+    pub fn releasing<C, R, F>(self, con: &mut C, work: F) -> Released<R>
+    where
+        C: redis::ConnectionLike + ?Sized,
+        F: FnOnce(&mut C) -> R,
+    {
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut *con)));
+        let release = self.release(con);
+        match outcome {
+            Ok(output) => Released { output, release },
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// Async [`releasing`](Self::releasing): `work` is an async closure given the connection.
+    ///
+    /// The lease is released after `work` finishes, returns an error or panics. If this future
+    /// is itself dropped before it finishes (a timeout, a `select!`), no release is sent: the
+    /// lease ends at its TTL.
+    ///
+    /// ```no_run
+    /// # async fn demo(people: &pylocks::LockFactory, con: &mut redis::aio::MultiplexedConnection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let handle = people.acquire_async(con, [42]).await?;
+    /// let scope = handle
+    ///     .releasing_async(con, async |con| {
+    ///         redis::cmd("INCRBY").arg("person:42").arg(5).query_async::<i64>(con).await
+    ///     })
+    ///     .await;
+    /// let total = scope.into_result()??;
+    /// # let _ = total; Ok(()) }
+    /// ```
+    pub async fn releasing_async<C, R, F>(self, con: &mut C, work: F) -> Released<R>
+    where
+        C: redis::aio::ConnectionLike + ?Sized,
+        F: AsyncFnOnce(&mut C) -> R,
+    {
+        let outcome = {
+            let mut fut = std::pin::pin!(work(&mut *con));
+            std::future::poll_fn(|cx| {
+                match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(panic) => Poll::Ready(Err(panic)),
+                }
+            })
+            .await
+        };
+        let release = self.release_async(con).await;
+        match outcome {
+            Ok(output) => Released { output, release },
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// Starts a [`Keeper`] that renews this lease in the background on a tokio runtime.
+    ///
+    /// It extends the lease to [`lease_ttl`](Self::lease_ttl) every third of that TTL, using
+    /// `con` (a clone of a `MultiplexedConnection` or `ConnectionManager`, or a cluster
+    /// connection), until it is released, stopped or dropped.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn keep_alive<C>(self, con: C) -> Keeper
+    where
+        C: redis::aio::ConnectionLike + Send + 'static,
+    {
+        Keeper::start(self, con)
+    }
+}
