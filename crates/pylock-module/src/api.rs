@@ -73,6 +73,18 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_InfoAddSection,
         RedisModule_InfoAddFieldULongLong,
         RedisModule_Log,
+        RedisModule_GetSelectedDb,
+        RedisModule_SelectDb,
+        RedisModule_CreateString,
+        RedisModule_FreeString,
+        RedisModule_BlockClient,
+        RedisModule_UnblockClient,
+        RedisModule_SetDisconnectCallback,
+        RedisModule_GetBlockedClientHandle,
+        RedisModule_GetBlockedClientPrivateData,
+        RedisModule_CreateTimer,
+        RedisModule_StopTimer,
+        RedisModule_SubscribeToKeyspaceEvents,
     );
     None
 }
@@ -87,6 +99,11 @@ pub(crate) fn raw_ok() -> c_int {
 pub(crate) struct Arg(*mut raw::RedisModuleString);
 
 impl Arg {
+    /// Wraps a string Redis handed to a callback (or one the module created).
+    pub(crate) fn from_ptr(ptr: *mut raw::RedisModuleString) -> Self {
+        Self(ptr)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut raw::RedisModuleString {
         self.0
     }
@@ -94,17 +111,24 @@ impl Arg {
 
 impl AsRef<[u8]> for Arg {
     fn as_ref(&self) -> &[u8] {
-        let mut len = 0;
         // SAFETY: Redis keeps argv strings alive for the whole command call, and every `Arg`
-        // is borrowed from argv for no longer than that.
-        unsafe {
-            let ptr = rm!(RedisModule_StringPtrLen)(self.0, &mut len);
-            if ptr.is_null() {
-                return &[];
-            }
-            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-        }
+        // is borrowed from argv (or from a string the module holds) for no longer than that.
+        unsafe { string_bytes(self.0) }
     }
+}
+
+/// The bytes of a Redis string.
+///
+/// # Safety
+///
+/// `s` must be a valid string that outlives the returned slice.
+pub(crate) unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0;
+    let ptr = rm!(RedisModule_StringPtrLen)(s, &mut len);
+    if ptr.is_null() {
+        return &[];
+    }
+    std::slice::from_raw_parts(ptr.cast::<u8>(), len)
 }
 
 /// The context of one command call.
@@ -130,6 +154,11 @@ impl Ctx {
     /// Unix time in milliseconds, from the clock Redis uses for key expiry.
     pub(crate) fn now_ms(self) -> i64 {
         unsafe { rm!(RedisModule_Milliseconds)() }
+    }
+
+    /// The database the call runs in.
+    pub(crate) fn db(self) -> c_int {
+        unsafe { rm!(RedisModule_GetSelectedDb)(self.0) }
     }
 
     pub(crate) fn flags(self) -> c_int {

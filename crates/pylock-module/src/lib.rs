@@ -6,6 +6,7 @@
 //! - [`storage`]: the `pylock-lk` data type (RDB, AOF rewrite, digest, memory), the key
 //!   accessor, and the server-wide fencing-token sequence.
 //! - [`commands`]: one file per command; each owns its parsing, effect, replication and reply.
+//! - [`waiters`]: fair blocking acquire: per-lock FIFO queues, timers, hand-off.
 //! - [`stats`]: the `INFO pylock` counters.
 //!
 //! The lease rules themselves live in `pylock-core`, which has no Redis in it.
@@ -18,6 +19,7 @@ mod api;
 mod commands;
 mod stats;
 mod storage;
+mod waiters;
 
 use storage::LOCK_TYPE;
 
@@ -35,7 +37,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
             raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
         );
     }
-    if let Err(e) = commands::register(ctx.ctx) {
+    if let Err(e) = commands::register(ctx.ctx).and_then(|()| waiters::subscribe(ctx.ctx)) {
         ctx.log_warning(&format!("pylock: {e}"));
         return Status::Err;
     }

@@ -22,9 +22,9 @@ impl Counter {
     }
 }
 
-/// ACQUIRE granted (a new lease, or the same LEASE again).
+/// ACQUIRE granted (a new lease, the same LEASE again, or a hand-off to a waiter).
 pub(crate) static ACQUIRED: Counter = Counter::new();
-/// ACQUIRE answered nil because another lease holds the lock.
+/// ACQUIRE answered nil: another lease held the lock and BLOCK was absent or ran out.
 pub(crate) static CONTENDED: Counter = Counter::new();
 /// RELEASE released.
 pub(crate) static RELEASED: Counter = Counter::new();
@@ -37,15 +37,9 @@ pub(crate) static NOTHELD: Counter = Counter::new();
 /// CONFIRM or RELEASE answered NOTOWNED.
 pub(crate) static NOTOWNED: Counter = Counter::new();
 
-/// Clients blocked waiting for any lock right now. ACQUIRE does not block yet (BLOCK is
-/// refused as an unknown option), so no client can be waiting.
+/// Clients blocked waiting for any lock right now.
 pub(crate) fn waiting() -> u64 {
-    0
-}
-
-/// Clients blocked waiting for the lock at `key`; see [`waiting`].
-pub(crate) fn waiters_on(_key: &crate::api::Arg) -> i64 {
-    0
+    crate::waiters::total()
 }
 
 /// The `INFO pylock` section.

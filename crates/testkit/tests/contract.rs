@@ -214,8 +214,11 @@ server_tests! {
             (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"LEASE", b"a", b"LEASE", b"b"], syntax),
             (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"NX"], syntax),
             (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"EXTEND", b"5"], syntax),
-            // BLOCK is not offered yet: it is refused like any unknown option.
-            (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"BLOCK", b"10"], syntax),
+            (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"BLOCK"], syntax),
+            (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"BLOCK", b"1", b"BLOCK", b"1"], syntax),
+            (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"BLOCK", b"x"], not_int),
+            (vec![b"PYLOCK.ACQUIRE", b"new", b"100", b"BLOCK", b"-1"], "ERR timeout is negative"),
+            (vec![b"PYLOCK.ACQUIRE", b"held", b"100", b"BLOCK", b"-5"], "ERR timeout is negative"),
             (vec![b"PYLOCK.CONFIRM", b"held", &held.id, b"EXTEND"], syntax),
             (vec![b"PYLOCK.CONFIRM", b"held", &held.id, b"EXTEND", b"1", b"EXTEND", b"1"], syntax),
             (vec![b"PYLOCK.CONFIRM", b"held", &held.id, b"LEASE", b"1"], syntax),

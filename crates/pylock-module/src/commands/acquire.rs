@@ -2,7 +2,8 @@
 //!
 //! Free lock: grant a new lease (server-made UUID v4 unless LEASE is given) with a fresh
 //! fencing token; answer the lease reply. Held by the same LEASE: reset its TTL, keep its
-//! token. Held by another lease: nil, nothing changes.
+//! token. Held by another lease: nil, nothing changes; with BLOCK, the client waits in the
+//! lock's FIFO queue instead (see `waiters`), unless it runs inside MULTI or a script.
 //!
 //! Replication: a grant propagates `PYLOCK.RESTORE key id token PXAT deadline`, a renewal
 //! `PEXPIREAT key deadline`, so replicas and AOF replay hold exactly the primary's lease id,
@@ -14,8 +15,10 @@ use pylock_core::lease::{self, Outcome};
 use pylock_core::{Acquire, CommandError, LeaseReply, ReplySink, UUID_LEN};
 
 use crate::api::{raw_ok, Arg, Ctx};
+use crate::commands::TokenSource;
 use crate::stats;
-use crate::storage::{next_token, Lock, LockKey};
+use crate::storage::{Lock, LockKey};
+use crate::waiters;
 
 pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
     let [_, key, rest @ ..] = args else {
@@ -26,15 +29,20 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
         Ok(req) => req,
         Err(e) => return ctx.reply_error(e, Acquire::NAME),
     };
-    if req.block_ms.is_some() {
-        // Fair blocking acquire is not built yet; until it is, BLOCK is an unknown option.
-        return ctx.reply_error(CommandError::Syntax, Acquire::NAME);
-    }
 
     let mut lock_key = LockKey::open(ctx, key, true);
-    let state = match lock_key.state() {
-        Ok(state) => state,
+    let free = match lock_key.state() {
+        Ok(state) => state.is_none_or(|s| !s.is_live(now)),
         Err(_) => return ctx.reply_error(CommandError::WrongType, Acquire::NAME),
+    };
+    // Waiters come first: a free lock with a queue goes to the queue's head before this call
+    // is judged (the queue is normally served the moment the lock frees; this covers a lock
+    // that vanished in a way no event reported).
+    if free && waiters::has_waiters(ctx, key.as_ref()) {
+        waiters::hand_off(ctx, key.as_ptr(), &mut lock_key, now);
+    }
+    let Ok(state) = lock_key.state() else {
+        return ctx.reply_error(CommandError::WrongType, Acquire::NAME);
     };
     match lease::acquire(state, &req, now, &mut TokenSource) {
         Ok(Outcome::Granted { token, deadline_ms }) => {
@@ -77,6 +85,10 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
                 .write(&mut ctx);
             }
         }
+        Ok(_) if req.block_ms.is_some() && waiters::may_block(ctx) => {
+            let holder_deadline = state.and_then(|s| s.expires_at_ms);
+            waiters::block(ctx, key, &req, holder_deadline);
+        }
         Ok(_) => {
             stats::CONTENDED.incr();
             ctx.nil();
@@ -86,13 +98,4 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
         }
     }
     raw_ok()
-}
-
-/// Adapts the module's server-wide token sequence to the pure rules.
-struct TokenSource;
-
-impl lease::Tokens for TokenSource {
-    fn next(&mut self, now_ms: i64) -> Option<i64> {
-        next_token(now_ms)
-    }
 }

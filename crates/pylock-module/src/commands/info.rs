@@ -9,8 +9,8 @@ use pylock_core::reply::InfoReply;
 use pylock_core::{CommandError, Info, LeaseReply, ReplySink};
 
 use crate::api::{raw_ok, Arg, Ctx};
-use crate::stats;
 use crate::storage::LockKey;
+use crate::waiters;
 
 pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
     let [_, key, rest @ ..] = args else {
@@ -31,7 +31,7 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
             };
             InfoReply {
                 lease,
-                waiters: stats::waiters_on(key),
+                waiters: waiters::count(ctx, key.as_ref()),
             }
             .write(&mut ctx);
         }

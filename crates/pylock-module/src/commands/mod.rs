@@ -119,6 +119,34 @@ pub(crate) fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     Ok(())
 }
 
+/// Adapts the module's server-wide token sequence to the pure rules.
+pub(crate) struct TokenSource;
+
+impl pylock_core::lease::Tokens for TokenSource {
+    fn next(&mut self, now_ms: i64) -> Option<i64> {
+        crate::storage::next_token(now_ms)
+    }
+}
+
+/// Runs a callback body (timer, blocked client, keyspace event) so that a panic is logged
+/// instead of unwinding into Redis.
+pub(crate) fn guard(ctx: Ctx, what: &str, f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        ctx.log_warning(&format!(
+            "pylock: internal error in {what} callback: {}",
+            panic_text(&*panic)
+        ));
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// The boundary between Redis and Rust: a panic must never unwind into Redis, so one is caught
 /// here, logged, and answered as an error.
 fn run(
@@ -133,12 +161,7 @@ fn run(
     match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
         Ok(status) => status,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            ctx.log_warning(&format!("pylock: internal error: {what}"));
+            ctx.log_warning(&format!("pylock: internal error: {}", panic_text(&*panic)));
             ctx.reply_error_text("ERR pylock internal error, see the server log\0")
         }
     }

@@ -1,9 +1,10 @@
 //! `PYLOCK.RELEASE key lease-id`
 //!
-//! Held by that lease: delete the lock, answer 1. Not held: `NOTHELD`. Held by another lease:
+//! Held by that lease: delete the lock, answer 1, and hand the lock to the longest waiter. Not held: `NOTHELD`. Held by another lease:
 //! `NOTOWNED`, and the other holder's lock is untouched.
 //!
-//! Replication: a release propagates `DEL key`.
+//! Replication: a release propagates `DEL key`; a hand-off to a waiter then propagates its
+//! grant like any other.
 
 use std::ffi::c_int;
 
@@ -13,6 +14,7 @@ use pylock_core::{CommandError, Release, ReplySink};
 use crate::api::{raw_ok, Arg, Ctx};
 use crate::stats;
 use crate::storage::LockKey;
+use crate::waiters;
 
 pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
     let [_, key, rest @ ..] = args else {
@@ -35,6 +37,10 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
     ctx.replicate_delete(key);
     ctx.signal_modified(key);
     stats::RELEASED.incr();
+    // The longest waiter gets the lock before any other command can run.
+    if waiters::has_waiters(ctx, key.as_ref()) {
+        waiters::hand_off(ctx, key.as_ptr(), &mut lock_key, now);
+    }
     ctx.int(1);
     raw_ok()
 }

@@ -1,0 +1,524 @@
+//! Fair blocking acquire: per-lock FIFO queues of blocked clients, and the hand-off.
+//!
+//! A contended `PYLOCK.ACQUIRE … BLOCK ms` blocks its client (`RM_BlockClient`) and joins the
+//! queue of its lock, keyed by database and key. Whenever the lock is found free while the
+//! queue is non-empty, [`hand_off`] grants it to the queue's head on the spot: it stores the
+//! new lease, replicates it like any grant, and unblocks that client with the lease as its
+//! reply. Because this happens inside the command or callback that freed the lock, no other
+//! client can take the lock in between. What triggers a hand-off:
+//!
+//! - `PYLOCK.RELEASE` of the holder (inside the release itself);
+//! - the holder's deadline: a module timer per queue fires at the deadline;
+//! - any other way the key disappears (DEL, UNLINK, RENAME, eviction, expiry seen elsewhere):
+//!   a keyspace notification schedules an immediate timer, since a notification callback must
+//!   not write;
+//! - any ACQUIRE of the key (it serves the queue before judging its own request).
+//!
+//! A waiter leaves the queue when it times out (nil reply), disconnects, or is unblocked with
+//! `CLIENT UNBLOCK`. A grant whose client disconnected before the reply reached it is revoked
+//! and the lock passes on, so no lock stays held by a lease nobody received.
+//!
+//! All of this runs on Redis's main thread: the state is thread-local.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_int, c_void};
+
+use pylock_core::lease::{self, Outcome};
+use pylock_core::{Acquire, LeaseReply, ReplySink, UUID_LEN};
+use redis_module::raw;
+
+use crate::api::{raw_ok, rm, Arg, Ctx};
+use crate::stats;
+use crate::storage::{Lock, LockKey};
+
+/// A lock's identity: database number and key bytes.
+type LockId = (c_int, Box<[u8]>);
+
+struct Waiter {
+    bc: *mut raw::RedisModuleBlockedClient,
+    ttl_ms: i64,
+    lease: Option<Box<[u8]>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiters: VecDeque<Waiter>,
+    /// The pending timer and the Unix ms it fires at.
+    timer: Option<(raw::RedisModuleTimerID, i64)>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<LockId, Queue>,
+    /// Which lock each blocked client waits for, to find it on timeout or disconnect.
+    by_client: HashMap<usize, LockId>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Clients waiting on all locks.
+pub(crate) fn total() -> u64 {
+    STATE.with(|s| s.borrow().by_client.len() as u64)
+}
+
+/// Clients waiting on the lock at `key` in the context's database.
+pub(crate) fn count(ctx: Ctx, key: &[u8]) -> i64 {
+    STATE.with(|s| {
+        let s = s.borrow();
+        if s.by_client.is_empty() {
+            return 0;
+        }
+        s.queues
+            .get(&(ctx.db(), key.into()))
+            .map_or(0, |q| q.waiters.len() as i64)
+    })
+}
+
+/// Whether anyone waits on `key` in the context's database. Cheap when nobody waits anywhere.
+pub(crate) fn has_waiters(ctx: Ctx, key: &[u8]) -> bool {
+    count(ctx, key) > 0
+}
+
+/// Whether this call may block: not inside MULTI, a script, or another no-blocking context.
+pub(crate) fn may_block(ctx: Ctx) -> bool {
+    let no = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    ctx.flags() & no as c_int == 0
+}
+
+/// Blocks the calling client until the lock at `key` is handed to it or `block_ms` passes
+/// (0: forever). The holder's deadline is `holder_deadline_ms`, when known.
+pub(crate) fn block(mut ctx: Ctx, key: &Arg, req: &Acquire<'_>, holder_deadline_ms: Option<i64>) {
+    // Redis adds the timeout to the current time in C; keep that sum far from overflow.
+    let timeout = req.block_ms.unwrap_or(0).min(i64::MAX / 4);
+    let bc = unsafe {
+        rm!(RedisModule_BlockClient)(
+            ctx.0,
+            Some(on_reply),
+            Some(on_timeout),
+            Some(free_grant),
+            timeout,
+        )
+    };
+    if bc.is_null() {
+        ctx.nil();
+        return;
+    }
+    unsafe { rm!(RedisModule_SetDisconnectCallback)(bc, Some(on_disconnect)) };
+    let id: LockId = (ctx.db(), key.as_ref().into());
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.by_client.insert(bc as usize, id.clone());
+        s.queues
+            .entry(id.clone())
+            .or_default()
+            .waiters
+            .push_back(Waiter {
+                bc,
+                ttl_ms: req.ttl_ms,
+                lease: req.lease.map(Into::into),
+            });
+    });
+    if let Some(at) = holder_deadline_ms {
+        arm(ctx, &id, at);
+    }
+}
+
+/// Grants the lock at `key` (open for writing in `lock_key`, and free) to the longest waiter,
+/// then answers every further waiter that asked with the same LEASE. Does nothing if nobody
+/// waits. Re-arms the deadline timer while waiters remain.
+pub(crate) fn hand_off(
+    ctx: Ctx,
+    key: *mut raw::RedisModuleString,
+    lock_key: &mut LockKey,
+    now: i64,
+) {
+    let Some(key_bytes) = string_bytes(key) else {
+        return;
+    };
+    let id: LockId = (ctx.db(), key_bytes.into());
+    let Some(head) = pop_waiter(ctx, &id, |_| true) else {
+        return;
+    };
+    let req = Acquire {
+        ttl_ms: head.ttl_ms,
+        lease: head.lease.as_deref(),
+        block_ms: None,
+    };
+    let Ok(Outcome::Granted { token, deadline_ms }) =
+        lease::acquire(None, &req, now, &mut crate::commands::TokenSource)
+    else {
+        // Token space exhausted: answer nil rather than leave the client hanging.
+        unblock(head.bc, None);
+        return;
+    };
+    let mut uuid_buf = [0u8; UUID_LEN];
+    let lease_id: Box<[u8]> = match &head.lease {
+        Some(l) => l.clone(),
+        None => uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut uuid_buf)
+            .as_bytes()
+            .into(),
+    };
+    lock_key.store(
+        Lock {
+            token,
+            id: lease_id.clone(),
+        },
+        Some(deadline_ms),
+    );
+    let key_arg = Arg::from_ptr(key);
+    ctx.replicate_grant(&key_arg, &lease_id, token, deadline_ms);
+    ctx.signal_modified(&key_arg);
+    stats::ACQUIRED.incr();
+    let (db, key_box) = id.clone();
+    unblock(
+        head.bc,
+        Some(Grant {
+            id: lease_id.clone(),
+            token,
+            deadline_ms,
+            db,
+            key: key_box.clone(),
+            delivered: false,
+        }),
+    );
+    // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
+    while let Some(same) = pop_waiter(ctx, &id, |w| w.lease.as_deref() == Some(&*lease_id)) {
+        let deadline = now.saturating_add(same.ttl_ms);
+        lock_key.set_deadline(deadline);
+        ctx.replicate_deadline(&key_arg, deadline);
+        stats::ACQUIRED.incr();
+        let grant = Grant {
+            id: lease_id.clone(),
+            token,
+            deadline_ms: deadline,
+            db,
+            key: key_box.clone(),
+            delivered: false,
+        };
+        unblock(same.bc, Some(grant));
+    }
+    let deadline = lock_key.expires_at_ms();
+    if let Some(at) = deadline {
+        arm(ctx, &id, at);
+    }
+}
+
+/// Removes and returns the first waiter of `id` that matches `pick`, dropping the queue when it
+/// empties.
+fn pop_waiter(ctx: Ctx, id: &LockId, pick: impl Fn(&Waiter) -> bool) -> Option<Waiter> {
+    let waiter = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let queue = s.queues.get_mut(id)?;
+        let pos = queue.waiters.iter().position(pick)?;
+        let waiter = queue.waiters.remove(pos)?;
+        s.by_client.remove(&(waiter.bc as usize));
+        Some(waiter)
+    });
+    drop_if_empty(ctx, id);
+    waiter
+}
+
+/// Forgets a blocked client (timed out or gone). Returns whether it was queued.
+fn forget(ctx: Ctx, bc: *mut raw::RedisModuleBlockedClient) -> bool {
+    let id = STATE.with(|s| s.borrow_mut().by_client.remove(&(bc as usize)));
+    let Some(id) = id else { return false };
+    STATE.with(|s| {
+        if let Some(q) = s.borrow_mut().queues.get_mut(&id) {
+            q.waiters.retain(|w| w.bc != bc);
+        }
+    });
+    drop_if_empty(ctx, &id);
+    true
+}
+
+fn drop_if_empty(ctx: Ctx, id: &LockId) {
+    let timer = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.queues.get(id) {
+            Some(q) if q.waiters.is_empty() => s.queues.remove(id).and_then(|q| q.timer),
+            _ => None,
+        }
+    });
+    if let Some((timer, _)) = timer {
+        stop_timer(ctx, timer);
+    }
+}
+
+// ---- timers ---------------------------------------------------------------------------------
+
+/// What a timer does when it fires.
+enum Job {
+    /// Hand the lock to its waiters if it is free (else re-arm at the holder's deadline).
+    Serve(LockId),
+    /// A grant never reached its client: take it back if it still holds the lock.
+    Revoke {
+        lock: LockId,
+        lease: Box<[u8]>,
+        token: i64,
+    },
+}
+
+/// Makes sure the queue of `id` has a timer firing no later than `at_ms`.
+fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
+    let current = STATE.with(|s| s.borrow().queues.get(id).map(|q| q.timer));
+    let Some(current) = current else { return }; // nobody waits
+    if let Some((_, fires)) = current {
+        if fires <= at_ms {
+            return;
+        }
+    }
+    if let Some((timer, _)) = current {
+        stop_timer(ctx, timer);
+    }
+    // Redis judges a key expired only once now > deadline: fire 1 ms after it.
+    let period = at_ms.saturating_sub(ctx.now_ms()).saturating_add(1).max(0);
+    let timer = start_timer(ctx, period, Job::Serve(id.clone()));
+    STATE.with(|s| {
+        if let Some(q) = s.borrow_mut().queues.get_mut(id) {
+            q.timer = Some((timer, at_ms));
+        }
+    });
+}
+
+fn start_timer(ctx: Ctx, period_ms: i64, job: Job) -> raw::RedisModuleTimerID {
+    let data = Box::into_raw(Box::new(job)).cast::<c_void>();
+    unsafe { rm!(RedisModule_CreateTimer)(ctx.0, period_ms, Some(on_timer), data) }
+}
+
+fn stop_timer(ctx: Ctx, timer: raw::RedisModuleTimerID) {
+    let mut data: *mut c_void = std::ptr::null_mut();
+    let stopped = unsafe { rm!(RedisModule_StopTimer)(ctx.0, timer, &mut data) };
+    if stopped == raw::REDISMODULE_OK as c_int && !data.is_null() {
+        drop(unsafe { Box::from_raw(data.cast::<Job>()) });
+    }
+}
+
+unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if data.is_null() {
+        return;
+    }
+    let job = *Box::from_raw(data.cast::<Job>());
+    let ctx = Ctx(ctx);
+    crate::commands::guard(ctx, "timer", || match job {
+        Job::Serve(id) => {
+            STATE.with(|s| {
+                if let Some(q) = s.borrow_mut().queues.get_mut(&id) {
+                    q.timer = None;
+                }
+            });
+            serve(ctx, &id);
+        }
+        Job::Revoke { lock, lease, token } => revoke(ctx, &lock, &lease, token),
+    });
+}
+
+/// Opens the lock of `id` and hands it over if it is free; otherwise waits for its deadline.
+fn serve(ctx: Ctx, id: &LockId) {
+    if !STATE.with(|s| s.borrow().queues.contains_key(id)) {
+        return;
+    }
+    with_key(ctx, id, |ctx, key, lock_key| {
+        let now = ctx.now_ms();
+        match lock_key.state() {
+            Ok(Some(held)) if held.is_live(now) => {
+                if let Some(at) = held.expires_at_ms {
+                    arm(ctx, id, at);
+                }
+            }
+            Ok(_) => hand_off(ctx, key, lock_key, now),
+            // Someone put another type at the key: nobody can get this lock; let waiters time out.
+            Err(_) => {}
+        }
+    });
+}
+
+fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
+    with_key(ctx, id, |ctx, key, lock_key| {
+        let ours = matches!(lock_key.lock(), Ok(Some(l)) if l.token == token && &*l.id == lease);
+        if !ours {
+            return;
+        }
+        lock_key.delete();
+        let key_arg = Arg::from_ptr(key);
+        ctx.replicate_delete(&key_arg);
+        ctx.signal_modified(&key_arg);
+        let now = ctx.now_ms();
+        hand_off(ctx, key, lock_key, now);
+    });
+}
+
+/// Runs `f` with the key of `id` open for writing, in its database.
+fn with_key(ctx: Ctx, id: &LockId, f: impl FnOnce(Ctx, *mut raw::RedisModuleString, &mut LockKey)) {
+    let (db, key) = id;
+    unsafe { rm!(RedisModule_SelectDb)(ctx.0, *db) };
+    let name = unsafe { rm!(RedisModule_CreateString)(ctx.0, key.as_ptr().cast(), key.len()) };
+    if name.is_null() {
+        return;
+    }
+    {
+        let mut lock_key = LockKey::open(ctx, &Arg::from_ptr(name), true);
+        f(ctx, name, &mut lock_key);
+    }
+    unsafe { rm!(RedisModule_FreeString)(ctx.0, name) };
+}
+
+// ---- blocked-client callbacks ---------------------------------------------------------------
+
+/// What a granted waiter is answered with.
+struct Grant {
+    id: Box<[u8]>,
+    token: i64,
+    deadline_ms: i64,
+    db: c_int,
+    key: Box<[u8]>,
+    delivered: bool,
+}
+
+fn unblock(bc: *mut raw::RedisModuleBlockedClient, grant: Option<Grant>) {
+    let privdata = grant.map_or(std::ptr::null_mut(), |g| {
+        Box::into_raw(Box::new(g)).cast::<c_void>()
+    });
+    unsafe { rm!(RedisModule_UnblockClient)(bc, privdata) };
+}
+
+/// Replies to a client the lock was handed to.
+unsafe extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let mut ctx = Ctx(ctx);
+    let grant = rm!(RedisModule_GetBlockedClientPrivateData)(ctx.0).cast::<Grant>();
+    match grant.as_mut() {
+        Some(g) => {
+            g.delivered = true;
+            let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
+            LeaseReply {
+                id: &g.id,
+                token: g.token,
+                ttl_ms,
+            }
+            .write(&mut ctx);
+        }
+        // Unblocked without a grant (the token space is exhausted): the call fails like a
+        // contended one.
+        None => {
+            stats::CONTENDED.incr();
+            ctx.nil();
+        }
+    }
+    raw_ok()
+}
+
+/// BLOCK ran out, or `CLIENT UNBLOCK` without ERROR: nil, and leave the queue.
+unsafe extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let mut ctx = Ctx(ctx);
+    crate::commands::guard(ctx, "timeout", || {
+        let bc = rm!(RedisModule_GetBlockedClientHandle)(ctx.0);
+        if forget(ctx, bc) {
+            stats::CONTENDED.incr();
+            ctx.nil();
+            // Redis frees a blocked client's handle only once the module unblocks it, even
+            // after a timeout; no reply callback runs for it then.
+            rm!(RedisModule_UnblockClient)(bc, std::ptr::null_mut());
+        }
+    });
+    raw_ok()
+}
+
+/// The client went away while waiting (or `CLIENT UNBLOCK … ERROR`): leave the queue.
+unsafe extern "C" fn on_disconnect(
+    ctx: *mut raw::RedisModuleCtx,
+    bc: *mut raw::RedisModuleBlockedClient,
+) {
+    let ctx = Ctx(ctx);
+    crate::commands::guard(ctx, "disconnect", || {
+        if forget(ctx, bc) {
+            rm!(RedisModule_UnblockClient)(bc, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Frees a grant; one that never reached its client is revoked so the lock passes on.
+unsafe extern "C" fn free_grant(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    if privdata.is_null() {
+        return;
+    }
+    let grant = *Box::from_raw(privdata.cast::<Grant>());
+    if !grant.delivered {
+        let lock = (grant.db, grant.key);
+        let ctx = Ctx(ctx);
+        crate::commands::guard(ctx, "free", || {
+            start_timer(
+                ctx,
+                0,
+                Job::Revoke {
+                    lock,
+                    lease: grant.id,
+                    token: grant.token,
+                },
+            );
+        });
+    }
+}
+
+// ---- keyspace events ------------------------------------------------------------------------
+
+/// Subscribes to the events by which a lock can vanish without a PYLOCK command.
+pub(crate) fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    let types = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED;
+    let status = unsafe {
+        rm!(RedisModule_SubscribeToKeyspaceEvents)(ctx, types as c_int, Some(on_keyspace_event))
+    };
+    if status == raw::REDISMODULE_OK as c_int {
+        Ok(())
+    } else {
+        Err("could not subscribe to keyspace events".into())
+    }
+}
+
+unsafe extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    _event: *const std::ffi::c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    // The common case costs one thread-local read: nobody waits anywhere.
+    if total() == 0 {
+        return raw_ok();
+    }
+    let ctx = Ctx(ctx);
+    let Some(key) = string_bytes(key) else {
+        return raw_ok();
+    };
+    let id: LockId = (ctx.db(), key.into());
+    crate::commands::guard(ctx, "keyspace event", || {
+        // Writing from a notification is not allowed: serve from a timer that fires at once.
+        if STATE.with(|s| s.borrow().queues.contains_key(&id)) {
+            arm(ctx, &id, i64::MIN);
+        }
+    });
+    raw_ok()
+}
+
+fn string_bytes<'a>(s: *mut raw::RedisModuleString) -> Option<&'a [u8]> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: Redis keeps the string alive for the callback or command that handed it to us,
+    // and no caller keeps the slice beyond that.
+    Some(unsafe { crate::api::string_bytes(s) })
+}
