@@ -1,0 +1,136 @@
+//! The keeper renews a lease past its TTL and reports a loss at once, against real servers.
+
+use std::time::{Duration, Instant};
+
+use pylocks::{Error, LeaseStatus, LockFactory};
+use testkit::redis;
+use testkit::{holder, server_tests, Server};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn jobs(ttl: Duration) -> LockFactory {
+    LockFactory::builder("job", ttl).build().unwrap()
+}
+
+async fn connect(s: &Server) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(s.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+server_tests! {
+    fn keeps_a_short_lease_alive_well_past_its_ttl(kind: Kind) {
+        let s = Server::start(kind);
+        rt().block_on(async {
+            let mut con = connect(&s).await;
+            let h = jobs(Duration::from_millis(300)).acquire_async(&mut con, [1]).await.unwrap();
+            let (id, token) = (h.lease_id().to_string(), h.token());
+            let keeper = h.keep_alive(con.clone());
+            let out = keeper
+                .while_held(async {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    "finished"
+                })
+                .await
+                .expect("the lease stayed held for five TTLs");
+            assert_eq!(out, "finished");
+            assert!(matches!(keeper.status(), LeaseStatus::Held));
+            let held = holder(&mut s.conn(), "job:1").expect("still held");
+            assert_eq!(held.lease.id, id.as_bytes());
+            assert_eq!(held.lease.token, token, "renewal keeps the token");
+            keeper.release(&mut con).await.unwrap();
+        });
+        assert!(holder(&mut s.conn(), "job:1").is_none(), "released");
+        let extended: u64 = s.info("pylock", "pylock_extended").unwrap().parse().unwrap();
+        assert!(extended >= 4, "renewed every third of the ttl: {extended}");
+    }
+
+    fn signals_a_stolen_lock_promptly(kind: Kind) {
+        let s = Server::start(kind);
+        rt().block_on(async {
+            let mut con = connect(&s).await;
+            let ttl = Duration::from_millis(600);
+            let keeper = jobs(ttl).acquire_async(&mut con, [2]).await.unwrap().keep_alive(con.clone());
+            let mut watch = keeper.watch();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(!watch.is_lost());
+
+            // An operator deletes the lock and another client takes it.
+            let mut other = s.conn();
+            redis::cmd("DEL").arg("job:2").query::<()>(&mut other).unwrap();
+            let thief = jobs(Duration::from_secs(60)).acquire(&mut other, [2]).unwrap();
+            let stolen_at = Instant::now();
+
+            let work = keeper.while_held(std::future::pending::<()>());
+            let err = tokio::time::timeout(Duration::from_secs(2), work)
+                .await
+                .expect("the work is stopped, not left running")
+                .unwrap_err();
+            let took = stolen_at.elapsed();
+            assert!(matches!(err, Error::NotOwned { .. }), "{err}");
+            assert!(took < ttl / 3 + Duration::from_millis(150), "signalled within one renewal period: {took:?}");
+            let seen = watch.lost().await.expect("the watch saw it too");
+            assert!(matches!(seen, Error::NotOwned { .. }), "{seen}");
+
+            let err = keeper.release(&mut con).await.unwrap_err();
+            assert!(err.is_lease_lost(), "release after a loss is an error: {err}");
+            assert_eq!(holder(&mut s.conn(), "job:2").unwrap().lease.id, thief.lease_id().as_bytes(),
+                "the thief's lock is untouched");
+        });
+    }
+
+    fn signals_a_deleted_lock_as_not_held(kind: Kind) {
+        let s = Server::start(kind);
+        rt().block_on(async {
+            let mut con = connect(&s).await;
+            let keeper = jobs(Duration::from_millis(300)).acquire_async(&mut con, [3]).await.unwrap().keep_alive(con.clone());
+            redis::cmd("DEL").arg("job:3").query::<()>(&mut s.conn()).unwrap();
+            let err = tokio::time::timeout(Duration::from_secs(2), keeper.watch().lost())
+                .await
+                .expect("loss signalled")
+                .expect("a loss, not a stop");
+            assert!(matches!(err, Error::NotHeld { .. }), "{err}");
+            assert!(matches!(keeper.status(), LeaseStatus::Lost(Error::NotHeld { .. })));
+        });
+    }
+
+    fn an_unreachable_server_ends_in_unconfirmed_by_the_lease_deadline(kind: Kind) {
+        let mut s = Server::start(kind);
+        rt().block_on(async {
+            let mut con = connect(&s).await;
+            let ttl = Duration::from_millis(500);
+            let h = jobs(ttl).acquire_async(&mut con, [4]).await.unwrap();
+            let keeper = h.keep_alive(con.clone());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.kill();
+            let killed_at = Instant::now();
+            let err = tokio::time::timeout(Duration::from_secs(3), keeper.watch().lost())
+                .await
+                .expect("loss signalled, not silence")
+                .expect("a loss");
+            assert!(matches!(err, Error::Unconfirmed { .. }), "{err}");
+            assert!(killed_at.elapsed() <= ttl + Duration::from_millis(200), "{:?}", killed_at.elapsed());
+        });
+    }
+
+    fn dropping_the_keeper_stops_renewal_without_a_network_call(kind: Kind) {
+        let s = Server::start(kind);
+        rt().block_on(async {
+            let mut con = connect(&s).await;
+            let keeper = jobs(Duration::from_millis(300)).acquire_async(&mut con, [5]).await.unwrap().keep_alive(con.clone());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            drop(keeper);
+            assert!(holder(&mut s.conn(), "job:5").is_some(), "drop sent no release");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(holder(&mut s.conn(), "job:5").is_none(), "no renewal after drop: the lease ran out");
+        });
+    }
+}
