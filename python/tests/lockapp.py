@@ -1,0 +1,245 @@
+"""A Celery 5 app: the seed README's two examples, then tasks for the failure-mode tests.
+
+The worker imports it as ``celery -A lockapp worker`` with ``PYLOCKS_TEST_REDIS_PORT`` set to
+a server with the pylock module loaded. That one server plays every part, on separate dbs:
+
+    db 0  lock store (``lock_redis()``)     db 1  Celery broker
+    db 2  Celery result backend             db 3  the "people" data the tasks change
+
+Tests load their own copy of this module for each server (see ``test_celery.py``); task names
+are explicit, so the worker and the test agree on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Optional
+
+import redis
+from celery import Celery
+
+from pylocks.blocking import RedisLockFactory
+from pylocks.errors import LeaseLost, LockAlreadyHeld, lease_error
+
+logger = logging.getLogger(__name__)
+
+PORT = int(os.environ["PYLOCKS_TEST_REDIS_PORT"])
+ROOT_PREFIX = os.environ.get("PYLOCKS_TEST_ROOT_PREFIX", "locks_example")
+
+#: Seconds before the Redis broker hands an unacknowledged message to another worker. Celery's
+#: default is one hour; the tests shorten it so a killed worker's task comes back in seconds.
+VISIBILITY_TIMEOUT = 6
+
+celery_app = Celery("lockapp", broker=f"redis://127.0.0.1:{PORT}/1",
+                    backend=f"redis://127.0.0.1:{PORT}/2")
+celery_app.conf.update(
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # look for abandoned messages every second (kombu's default: every ~100 s)
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
+    worker_prefetch_multiplier=1,
+    task_routes={"kill.*": {"queue": "kill"}},
+    result_expires=600,
+)
+
+
+def lock_redis() -> redis.Redis:
+    return redis.StrictRedis(host="127.0.0.1", port=PORT, db=0)
+
+
+def people_redis() -> redis.Redis:
+    return redis.StrictRedis(host="127.0.0.1", port=PORT, db=3)
+
+
+person_lock = RedisLockFactory(
+    lock_redis(),
+    prefix="person",
+    ttl=60,
+    arity=1,
+    root_prefix=ROOT_PREFIX,
+)
+
+
+def read_modify_write(person_id: str, amount: int, delay: float = 0.0) -> None:
+    """The examples' non-atomic increment (GET, then SET); ``delay`` widens the race window."""
+    r = people_redis()
+    person_key = "person:%s" % person_id
+    val = int(r.get(person_key) or 0)  # the seed adds bytes to an int here; int() fixes that
+    time.sleep(delay)
+    r.set(person_key, val + amount)
+
+
+# ---------------------------------------------------------------------------------------------
+# Example 1 (seed README): take the lock inside the task; if it is held, fail.
+
+@celery_app.task(name="pattern1.add_to_person")
+def add_to_person(person_id: str, amount: int, delay: float = 0.0) -> None:
+    try:
+        handle = person_lock.acquire(person_id)
+    except LockAlreadyHeld:
+        logger.error("lock on person %s was already held", person_id, exc_info=True)
+        raise
+    with handle.releasing():
+        read_modify_write(person_id, amount, delay)
+
+
+@celery_app.task(name="pattern1.add_to_person_waiting")
+def add_to_person_waiting(person_id: str, amount: int, delay: float = 0.0) -> None:
+    """Example 1 with ``wait``: queue for the lock (first come, first served) instead of failing."""
+    with person_lock.acquire(person_id, wait=30).releasing():
+        read_modify_write(person_id, amount, delay)
+
+
+@celery_app.task(name="unlocked.add_to_person")
+def add_to_person_unlocked(person_id: str, amount: int, delay: float = 0.0) -> None:
+    """Control: the same increment with no lock, to show the race the lock prevents is real."""
+    read_modify_write(person_id, amount, delay)
+
+
+# ---------------------------------------------------------------------------------------------
+# Example 2 (seed README): take the lock before enqueuing; the task confirms the lease id.
+
+@celery_app.task(name="pattern2.add_to_person")
+def add_to_person_with_lease(person_id: str, lease_id: str, amount: int, delay: float = 0.0) -> None:
+    try:
+        handle = person_lock.get_handle(person_id, lease_id)
+    except LeaseLost:  # LockNotHeld (expired) or LockNotOwned (expired, and taken by another)
+        logger.error("lease %s on person %s expired", lease_id, person_id, exc_info=True)
+        raise
+
+    with handle.releasing():
+        read_modify_write(person_id, amount, delay)
+
+
+def enqueue_add_person_task(person_id: str, amount: int, *, ttl: Optional[float] = None,
+                            wait: Optional[float] = None, countdown: Optional[float] = None):
+    try:
+        handle = person_lock.acquire(person_id, ttl=ttl, wait=wait)
+    except LockAlreadyHeld:
+        logger.error("couldn't get lock")
+        raise
+    return add_to_person_with_lease.apply_async([person_id, handle.id, amount], countdown=countdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Retries (autoretry_for): what happens to the lease between attempts.
+
+class TransientError(Exception):
+    """Stands for a flaky dependency; the task fails with it, before any write, on early attempts."""
+
+
+def _attempt(person_id: str) -> int:
+    return int(people_redis().incr("attempts:%s" % person_id))
+
+
+@celery_app.task(name="retry.pattern2", bind=True, autoretry_for=(TransientError,),
+                 retry_kwargs={"max_retries": 3, "countdown": 0.2})
+def add_to_person_flaky(self, person_id: str, lease_id: str, amount: int, fail_times: int,
+                        keep_lease_on_retry: bool) -> None:
+    try:
+        handle = person_lock.get_handle(person_id, lease_id)
+    except LeaseLost:
+        logger.error("lease %s on person %s lost before attempt %d", lease_id, person_id,
+                     self.request.retries + 1, exc_info=True)
+        raise
+    keep_on = (TransientError,) if keep_lease_on_retry else ()
+    with handle.releasing(keep_on=keep_on):
+        if _attempt(person_id) <= fail_times:
+            raise TransientError("flaky dependency")
+        read_modify_write(person_id, amount)
+
+
+@celery_app.task(name="retry.pattern1", bind=True, autoretry_for=(TransientError,),
+                 retry_kwargs={"max_retries": 3, "countdown": 0.2})
+def add_to_person_flaky_pattern1(self, person_id: str, amount: int, fail_times: int) -> None:
+    with person_lock.acquire(person_id).releasing():
+        if _attempt(person_id) <= fail_times:
+            raise TransientError("flaky dependency")
+        read_modify_write(person_id, amount)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time limits: the task holds a lease when the limit strikes.
+
+@celery_app.task(name="limits.hard", time_limit=1)
+def hold_past_hard_limit(person_id: str, ttl: float) -> None:
+    with person_lock.acquire(person_id, ttl=ttl).releasing():
+        people_redis().set("started:%s" % person_id, 1)
+        time.sleep(30)
+
+
+@celery_app.task(name="limits.soft", soft_time_limit=1, time_limit=10)
+def hold_past_soft_limit(person_id: str, ttl: float) -> None:
+    with person_lock.acquire(person_id, ttl=ttl).releasing():
+        people_redis().set("started:%s" % person_id, 1)
+        time.sleep(30)
+
+
+# ---------------------------------------------------------------------------------------------
+# A worker killed mid-task (SIGKILL): acks_late, so the broker redelivers the message after
+# the visibility timeout. The first run of each task stops at ``stop_at`` ("before_write" or
+# "after_write"), marks that it got there, and sleeps until the test kills the worker.
+
+# Proposed protocol addition, emulated with today's commands in one atomic script: hand the
+# lock over from the enqueuer's lease to this run's own lease. A second delivery of the same
+# message then finds the enqueuer's lease gone (NOTHELD / NOTOWNED) and is refused.
+HANDOVER = """
+local released = redis.pcall('PYLOCK.RELEASE', KEYS[1], ARGV[1])
+if type(released) == 'table' and released.err then return released end
+return redis.call('PYLOCK.ACQUIRE', KEYS[1], ARGV[2], 'LEASE', ARGV[3])
+"""
+
+# The fenced write: the resource remembers the last fencing token it applied, and refuses a
+# write with a token not greater (one write per lease). GET+SET become one atomic script.
+FENCED_ADD = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _stop_here(person_id: str, where: str, stop_at: str, run: int) -> None:
+    if run == 1 and where == stop_at:
+        people_redis().set("stopped:%s" % person_id, where)
+        time.sleep(120)  # the test SIGKILLs the worker now
+
+
+@celery_app.task(name="kill.add_to_person", acks_late=True, reject_on_worker_lost=True)
+def add_to_person_killable(person_id: str, lease_id: str, amount: int, stop_at: str,
+                           mode: str = "plain") -> str:
+    """``mode``: "plain" (example 2 as is), "handover" (own lease per run), "fenced" (token write)."""
+    people = people_redis()
+    run = int(people.incr("runs:%s" % person_id))
+    try:
+        if mode == "handover":
+            import uuid
+            own = str(uuid.uuid4())
+            try:
+                lock_redis().eval(HANDOVER, 1, person_lock.key(person_id), lease_id,
+                                  person_lock.ttl_ms, own)
+            except redis.ResponseError as err:
+                raise (lease_error(str(err), person_lock.key(person_id), lease_id) or err) from None
+            handle = person_lock.get_handle(person_id, own)
+        else:
+            handle = person_lock.get_handle(person_id, lease_id)
+    except LeaseLost as err:
+        logger.error("run %d: lease %s on person %s refused: %s", run, lease_id, person_id, err)
+        raise
+    _stop_here(person_id, "before_write", stop_at, run)
+    if mode == "fenced":
+        applied = people.eval(FENCED_ADD, 2, "person:%s" % person_id, "fence:%s" % person_id,
+                              handle.token, amount)
+        if not applied:
+            logger.error("run %d: write with token %d refused by the fence", run, handle.token)
+    else:
+        read_modify_write(person_id, amount)
+    _stop_here(person_id, "after_write", stop_at, run)
+    handle.release()
+    return "run %d applied" % run
