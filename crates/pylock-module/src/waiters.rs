@@ -277,8 +277,9 @@ fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
     if let Some((timer, _)) = current {
         stop_timer(ctx, timer);
     }
-    // Redis judges a key expired only once now > deadline: fire 1 ms after it.
-    let period = at_ms.saturating_sub(ctx.now_ms()).saturating_add(1).max(0);
+    // At `now == deadline` the lease rules already count the lock as free (Redis itself
+    // expires the key a millisecond later), so the timer fires at the deadline itself.
+    let period = at_ms.saturating_sub(ctx.now_ms()).max(0);
     let timer = start_timer(ctx, period, Job::Serve(id.clone()));
     STATE.with(|s| {
         if let Some(q) = s.borrow_mut().queues.get_mut(id) {
