@@ -71,6 +71,10 @@ pub struct LockFactoryBuilder {
 /// fewer replicas acknowledge in time, it releases the lease and fails with
 /// [`Error::NotReplicated`]. This narrows, but does not close, the window in which a failover
 /// loses a grant: Redis replication stays asynchronous.
+///
+/// `WAIT` names no key. On a cluster connection the `redis` crate sends it to every primary
+/// and keeps the smallest count, which is stricter than needed but never looser. On a
+/// multiplexed connection, commands queued behind `WAIT` wait with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Durability {
@@ -169,7 +173,8 @@ impl LockFactory {
     /// - [`Error::NotReplicated`] when a [`Durability`] is set and too few replicas
     ///   acknowledged; the lease was released.
     /// - [`Error::Redis`] for transport failures and other server errors (for example
-    ///   `WRONGTYPE` when the key holds something else).
+    ///   `WRONGTYPE` when the key holds something else). When `WAIT` itself fails, the client
+    ///   tries once to release the new lease before returning that error.
     /// - [`Error::UnexpectedReply`] when the reply is not a lease.
     pub fn acquire<C, I>(&self, con: &mut C, parts: I) -> Result<LockHandle, Error>
     where
