@@ -200,6 +200,62 @@ impl LockFactory {
         self.acquire_with_async(con, key, None).await
     }
 
+    /// Takes the lock named by `parts`, waiting up to `timeout` (`None`: without limit) while
+    /// another lease holds it. The server queues waiters per lock and hands the lock to the
+    /// longest waiter the moment it is released or expires (`PYLOCK.ACQUIRE … BLOCK`); nothing
+    /// polls.
+    ///
+    /// The connection must not give up before the server does: a sync `redis::Connection`
+    /// needs a read timeout longer than `timeout` (none, the default, is fine). Otherwise the
+    /// client stops waiting while the server still queues the request, and a lock handed to
+    /// that request later stays held, by a reply nobody reads, until its TTL.
+    ///
+    /// The handle's [`valid_until`](LockHandle::valid_until) counts from when the request was
+    /// sent, so it is early by the time spent waiting; [`LockHandle::confirm`] refreshes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire); [`Error::AlreadyHeld`] means the lock was still held
+    /// when `timeout` ran out.
+    pub fn acquire_blocking<C, I>(
+        &self,
+        con: &mut C,
+        parts: I,
+        timeout: Option<Duration>,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        self.acquire_with(con, self.key(parts)?, Some(block_ms(timeout)))
+    }
+
+    /// Async [`acquire_blocking`](Self::acquire_blocking).
+    ///
+    /// The connection's response timeout must exceed `timeout`: `MultiplexedConnection` and
+    /// `ConnectionManager` give up after 500 ms unless configured otherwise (for example with
+    /// `redis::AsyncConnectionConfig::new().set_response_timeout(None)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_blocking`](Self::acquire_blocking).
+    pub async fn acquire_blocking_async<C, I>(
+        &self,
+        con: &mut C,
+        parts: I,
+        timeout: Option<Duration>,
+    ) -> Result<LockHandle, Error>
+    where
+        C: redis::aio::ConnectionLike + ?Sized,
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        let key = self.key(parts)?;
+        self.acquire_with_async(con, key, Some(block_ms(timeout)))
+            .await
+    }
+
     /// The handle of an existing lease, after `PYLOCK.CONFIRM` shows that `lease_id` still
     /// holds the lock. This is how a task uses a lease its producer took.
     ///
@@ -252,8 +308,7 @@ impl LockFactory {
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
 
-    /// Every acquire goes through here. `block_ms` is the hook for a blocking acquire
-    /// (`PYLOCK.ACQUIRE key ttl BLOCK ms`); the public calls pass `None`.
+    /// Every acquire goes through here; `block_ms` adds `BLOCK ms` (0: without limit).
     fn acquire_with<C>(
         &self,
         con: &mut C,
@@ -331,5 +386,29 @@ impl LockFactory {
             }),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The BLOCK argument for a wait of `timeout`: 0 waits without limit, so a zero (or sub-ms)
+/// timeout becomes 1 ms rather than forever.
+fn block_ms(timeout: Option<Duration>) -> i64 {
+    match timeout {
+        None => 0,
+        Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::block_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn block_argument() {
+        assert_eq!(block_ms(None), 0);
+        assert_eq!(block_ms(Some(Duration::ZERO)), 1);
+        assert_eq!(block_ms(Some(Duration::from_micros(300))), 1);
+        assert_eq!(block_ms(Some(Duration::from_millis(1500))), 1500);
+        assert_eq!(block_ms(Some(Duration::MAX)), i64::MAX);
     }
 }

@@ -59,8 +59,8 @@ fn cmd_with(name: &str, key: &str, args: Vec<Vec<u8>>) -> Cmd {
 
 /// `PYLOCK.ACQUIRE key ttl-ms [BLOCK timeout-ms]`.
 ///
-/// `block_ms` is the hook for a blocking acquire: with `Some`, the server waits for the lock
-/// (a sync connection's read timeout must then exceed the wait).
+/// With `block_ms`, the server queues the request while the lock is held (a connection's read
+/// or response timeout must then exceed the wait).
 pub(crate) fn acquire_cmd(key: &str, ttl_ms: i64, block_ms: Option<i64>) -> Cmd {
     let args = Acquire {
         ttl_ms,
