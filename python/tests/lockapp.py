@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Optional
 
@@ -167,7 +168,13 @@ def add_to_person_flaky_pattern1(self, person_id: str, amount: int, fail_times: 
 # Time limits: the task holds a lease when the limit strikes.
 
 @celery_app.task(name="limits.hard", time_limit=1)
-def hold_past_hard_limit(person_id: str, ttl: float) -> None:
+def hold_past_hard_limit(person_id: str, ttl: float, ignore_sigterm: bool = False) -> None:
+    """At the hard limit billiard sends SIGTERM (the pool process raises SystemExit, so
+    ``finally`` blocks run) and SIGKILL 0.1 s later if the process is still there.
+    ``ignore_sigterm`` stands for a task that cannot unwind in time (stuck in C code, slow
+    cleanup): only the SIGKILL ends it."""
+    if ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with person_lock.acquire(person_id, ttl=ttl).releasing():
         people_redis().set("started:%s" % person_id, 1)
         time.sleep(30)

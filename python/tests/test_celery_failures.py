@@ -61,16 +61,31 @@ def test_retry_with_lock_in_task_takes_a_fresh_lease_each_attempt(celery) -> Non
 
 # --- time limits -------------------------------------------------------------------------------
 
-def test_hard_time_limit_leaves_the_lock_held_until_its_ttl(celery) -> None:
-    """time_limit=1 kills the pool process holding a 4 s lease: no ``finally`` runs, the lock
-    stays held (others get LockAlreadyHeld) until the TTL expires it."""
+def test_hard_time_limit_sigterm_unwinds_and_releases(celery) -> None:
+    """time_limit=1 on a task holding a 20 s lease: the result is TimeLimitExceeded first, then
+    billiard SIGTERMs the pool process, SystemExit unwinds through ``releasing()``, and the lock
+    is released within moments, long before its TTL."""
     p = person()
     lock = celery.lockapp.person_lock
-    res = celery.lockapp.hold_past_hard_limit.delay(p, 4)
+    res = celery.lockapp.hold_past_hard_limit.delay(p, 20)
     state, result = get_result(res)
     assert state == "FAILURE" and isinstance(result, TimeLimitExceeded), (state, result)
+    wait_for(lambda: lock.info(p) is None, 3, what="the release on SIGTERM")
+    lock.acquire(p).release()
+
+
+def test_hard_time_limit_sigkill_leaves_the_lock_held_until_its_ttl(celery) -> None:
+    """Same, but the pool process cannot unwind within billiard's 0.1 s (here it ignores SIGTERM):
+    SIGKILL ends it, no ``finally`` runs, and the lock stays held (others get LockAlreadyHeld)
+    until the 4 s TTL expires it."""
+    p = person()
+    lock = celery.lockapp.person_lock
+    res = celery.lockapp.hold_past_hard_limit.delay(p, 4, True)
+    state, result = get_result(res)
+    assert state == "FAILURE" and isinstance(result, TimeLimitExceeded), (state, result)
+    time.sleep(0.5)  # past the SIGKILL
     info = lock.info(p)
-    assert info is not None and 0 < info.ttl_ms < 4000, info
+    assert info is not None and 0 < info.ttl_ms < 3500, info
     with pytest.raises(LockAlreadyHeld):
         lock.acquire(p)
     wait_for(lambda: lock.info(p) is None, (info.ttl_ms + 2000) / 1000, what="the TTL")
