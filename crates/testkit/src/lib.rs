@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 pub use redis;
 
+mod cluster;
+pub use cluster::Cluster;
+
 /// Which server implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -1,0 +1,69 @@
+//! pylock on a real three-primary Redis Cluster: commands route by key, and a held lock
+//! survives the migration of its slot to another node.
+
+use testkit::redis::{self, cluster::ClusterClient, Value};
+use testkit::{holder, pexpiretime, query, query_err, server_tests, Cluster, Lease};
+
+server_tests! {
+    fn commands_route_by_key(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let mut con = ClusterClient::new(cluster.urls()).unwrap().get_connection().unwrap();
+        let keys: Vec<String> = (0..30).map(|i| format!("lock:{i}")).collect();
+        let mut leases = Vec::new();
+        for key in &keys {
+            let v: Value = redis::cmd("PYLOCK.ACQUIRE").arg(key).arg(60_000).query(&mut con).unwrap();
+            leases.push(Lease::from_value(&v));
+        }
+        let mut nodes_used = std::collections::HashSet::new();
+        for (key, lease) in keys.iter().zip(&leases) {
+            let owner = cluster.node_for(key);
+            nodes_used.insert(owner.port());
+            // The lock lives on the node that serves its slot...
+            let h = holder(&mut owner.conn(), key).expect("held on its node");
+            assert_eq!((h.lease.id.as_slice(), h.lease.token), (lease.id.as_slice(), lease.token));
+            // ...and any other node redirects there.
+            let other = cluster.nodes().iter().find(|n| n.port() != owner.port()).unwrap();
+            let err = query_err(&mut other.conn(), &[b"PYLOCK.INFO", key.as_bytes()]);
+            assert!(err.starts_with("MOVED"), "{err}");
+            // CONFIRM and RELEASE route the same way.
+            let v: Value = redis::cmd("PYLOCK.CONFIRM").arg(key).arg(&lease.id).arg("EXTEND").arg(90_000).query(&mut con).unwrap();
+            assert_eq!(Lease::from_value(&v).ttl_ms, 90_000);
+            let r: i64 = redis::cmd("PYLOCK.RELEASE").arg(key).arg(&lease.id).query(&mut con).unwrap();
+            assert_eq!(r, 1);
+        }
+        assert_eq!(nodes_used.len(), 3, "the keys spread over every node");
+    }
+
+    fn a_held_lock_survives_the_migration_of_its_slot(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let key = "lock:migrating";
+        let from = cluster.node_for(key);
+        let to = cluster.nodes().iter().find(|n| n.port() != from.port()).unwrap();
+        let mut on_from = from.conn();
+        let lease = Lease::from_value(&query(&mut on_from, &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"60000"]));
+        let expiry = pexpiretime(&mut on_from, key);
+
+        cluster.migrate_slot(cluster.slot(key), from, to);
+
+        assert_eq!(cluster.node_for(key).port(), to.port());
+        let mut on_to = to.conn();
+        let h = holder(&mut on_to, key).expect("the lock moved with its slot");
+        assert_eq!((h.lease.id.as_slice(), h.lease.token), (lease.id.as_slice(), lease.token));
+        // MIGRATE carries the TTL relative to its own clock reading, so the deadline can move
+        // later by the time the migration took.
+        let moved = pexpiretime(&mut on_to, key) - expiry;
+        assert!((0..1000).contains(&moved), "deadline moved by {moved} ms");
+        let t: String = redis::cmd("TYPE").arg(key).query(&mut on_to).unwrap();
+        assert_eq!(t, "pylock-lk");
+        // The holder still owns it; others still cannot take it; the token sequence continues.
+        let mut con = ClusterClient::new(cluster.urls()).unwrap().get_connection().unwrap();
+        let v: Value = redis::cmd("PYLOCK.ACQUIRE").arg(key).arg(1000).query(&mut con).unwrap();
+        assert_eq!(v, Value::Nil);
+        let v: Value = redis::cmd("PYLOCK.CONFIRM").arg(key).arg(&lease.id).query(&mut con).unwrap();
+        assert_eq!(Lease::from_value(&v).token, lease.token);
+        let r: i64 = redis::cmd("PYLOCK.RELEASE").arg(key).arg(&lease.id).query(&mut con).unwrap();
+        assert_eq!(r, 1);
+        let v: Value = redis::cmd("PYLOCK.ACQUIRE").arg(key).arg(1000).query(&mut con).unwrap();
+        assert!(Lease::from_value(&v).token > lease.token);
+    }
+}
