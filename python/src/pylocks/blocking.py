@@ -27,7 +27,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator, List, Optional, Tuple, Type, Union
+from typing import Any, Iterator, List, NoReturn, Optional, Tuple, Type, Union
 
 import redis
 from redis.exceptions import ResponseError
@@ -64,7 +64,7 @@ def _text(value: Union[bytes, str]) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _raise_lease_error(err: ResponseError, key: str, lease_id: str) -> None:
+def _raise_lease_error(err: ResponseError, key: str, lease_id: str) -> NoReturn:
     """Turn the server's NOTHELD / NOTOWNED error into ours, keeping its message; re-raise others."""
     lost = lease_error(str(err), key, lease_id)
     if lost is not None:
@@ -95,7 +95,7 @@ class SingleLockHandle:
 
     def __init__(
         self,
-        client: "redis.Redis[Any]",
+        client: "redis.Redis",
         key: str,
         lease_id: str,
         token: int,
@@ -215,7 +215,7 @@ class RedisLockFactory:
 
     def __init__(
         self,
-        redis: "redis.Redis[Any]",
+        redis: "redis.Redis",
         prefix: str,
         ttl: Seconds,
         arity: int,

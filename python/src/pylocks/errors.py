@@ -14,7 +14,7 @@ e.g. ``"NOTHELD the lock is not held by any lease"``. Catch ``LeaseLost`` to han
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = ["LockError", "LockAlreadyHeld", "LeaseLost", "LockNotHeld", "LockNotOwned", "lease_error"]
 
@@ -34,7 +34,7 @@ class LockError(Exception):
         self.key = key
         self.lease_id = lease_id
 
-    def __reduce__(self):  # keep key/lease_id through pickling (Celery result backends)
+    def __reduce__(self) -> "tuple[Any, ...]":  # keep key/lease_id through pickling (Celery result backends)
         return (type(self), (str(self), self.key, self.lease_id))
 
 
