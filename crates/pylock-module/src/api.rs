@@ -85,6 +85,8 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_CreateTimer,
         RedisModule_StopTimer,
         RedisModule_SubscribeToKeyspaceEvents,
+        RedisModule_Call,
+        RedisModule_FreeCallReply,
     );
     None
 }

@@ -179,14 +179,14 @@ pub(crate) fn hand_off(
     let (db, key_box) = id.clone();
     unblock(
         head.bc,
-        Some(Grant {
+        Some(Answer::Grant(Grant {
             id: lease_id.clone(),
             token,
             deadline_ms,
             db,
             key: key_box.clone(),
             delivered: false,
-        }),
+        })),
     );
     // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
     while let Some(same) = pop_waiter(ctx, &id, |w| w.lease.as_deref() == Some(&*lease_id)) {
@@ -202,7 +202,7 @@ pub(crate) fn hand_off(
             key: key_box.clone(),
             delivered: false,
         };
-        unblock(same.bc, Some(grant));
+        unblock(same.bc, Some(Answer::Grant(grant)));
     }
     let deadline = lock_key.expires_at_ms();
     if let Some(at) = deadline {
@@ -333,11 +333,36 @@ fn serve(ctx: Ctx, id: &LockId) {
                     arm(ctx, id, at);
                 }
             }
-            Ok(_) => hand_off(ctx, key, lock_key, now),
+            Ok(_) if serves_key(ctx, key) => hand_off(ctx, key, lock_key, now),
+            Ok(_) => redirect_all(ctx, id),
             // Someone put another type at the key: nobody can get this lock; let waiters time out.
             Err(_) => {}
         }
     });
+}
+
+/// Whether this node serves `key`. Outside a cluster, always. In a cluster, a timer or event
+/// may fire after the key's slot moved away (or while it is migrating and the key has left):
+/// a grant here would then be a second lock beside the one on the new node. `RM_Call` applies
+/// the cluster's own routing check, so a cheap read tells.
+fn serves_key(ctx: Ctx, key: *mut raw::RedisModuleString) -> bool {
+    if ctx.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int == 0 {
+        return true;
+    }
+    let reply = unsafe { rm!(RedisModule_Call)(ctx.0, c"EXISTS".as_ptr(), c"s".as_ptr(), key) };
+    if reply.is_null() {
+        return false;
+    }
+    unsafe { rm!(RedisModule_FreeCallReply)(reply) };
+    true
+}
+
+/// Answers every waiter of `id` with `TRYAGAIN`: this node no longer serves the lock, and a
+/// retry (cluster clients retry TRYAGAIN by themselves) is redirected to the node that does.
+fn redirect_all(ctx: Ctx, id: &LockId) {
+    while let Some(waiter) = pop_waiter(ctx, id, |_| true) {
+        unblock(waiter.bc, Some(Answer::Moved));
+    }
 }
 
 fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
@@ -351,7 +376,11 @@ fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
         ctx.replicate_delete(&key_arg);
         ctx.signal_modified(&key_arg);
         let now = ctx.now_ms();
-        hand_off(ctx, key, lock_key, now);
+        if serves_key(ctx, key) {
+            hand_off(ctx, key, lock_key, now);
+        } else {
+            redirect_all(ctx, id);
+        }
     });
 }
 
@@ -372,7 +401,15 @@ fn with_key(ctx: Ctx, id: &LockId, f: impl FnOnce(Ctx, *mut raw::RedisModuleStri
 
 // ---- blocked-client callbacks ---------------------------------------------------------------
 
-/// What a granted waiter is answered with.
+/// What an unblocked waiter is answered with.
+enum Answer {
+    /// The lock was handed to it.
+    Grant(Grant),
+    /// This node no longer serves the lock's slot: `TRYAGAIN`.
+    Moved,
+}
+
+/// A lease handed to a waiter.
 struct Grant {
     id: Box<[u8]>,
     token: i64,
@@ -382,9 +419,9 @@ struct Grant {
     delivered: bool,
 }
 
-fn unblock(bc: *mut raw::RedisModuleBlockedClient, grant: Option<Grant>) {
-    let privdata = grant.map_or(std::ptr::null_mut(), |g| {
-        Box::into_raw(Box::new(g)).cast::<c_void>()
+fn unblock(bc: *mut raw::RedisModuleBlockedClient, answer: Option<Answer>) {
+    let privdata = answer.map_or(std::ptr::null_mut(), |a| {
+        Box::into_raw(Box::new(a)).cast::<c_void>()
     });
     unsafe { rm!(RedisModule_UnblockClient)(bc, privdata) };
 }
@@ -396,9 +433,12 @@ unsafe extern "C" fn on_reply(
     _argc: c_int,
 ) -> c_int {
     let mut ctx = Ctx(ctx);
-    let grant = rm!(RedisModule_GetBlockedClientPrivateData)(ctx.0).cast::<Grant>();
-    match grant.as_mut() {
-        Some(g) => {
+    let answer = rm!(RedisModule_GetBlockedClientPrivateData)(ctx.0).cast::<Answer>();
+    match answer.as_mut() {
+        Some(Answer::Moved) => {
+            ctx.reply_error_text("TRYAGAIN this node no longer serves the lock's slot\0");
+        }
+        Some(Answer::Grant(g)) => {
             g.delivered = true;
             let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
             LeaseReply {
@@ -456,7 +496,9 @@ unsafe extern "C" fn free_grant(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_
     if privdata.is_null() {
         return;
     }
-    let grant = *Box::from_raw(privdata.cast::<Grant>());
+    let Answer::Grant(grant) = *Box::from_raw(privdata.cast::<Answer>()) else {
+        return;
+    };
     if !grant.delivered {
         let lock = (grant.db, grant.key);
         let ctx = Ctx(ctx);

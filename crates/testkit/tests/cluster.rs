@@ -66,4 +66,34 @@ server_tests! {
         let v: Value = redis::cmd("PYLOCK.ACQUIRE").arg(key).arg(1000).query(&mut con).unwrap();
         assert!(Lease::from_value(&v).token > lease.token);
     }
+
+    fn waiters_on_a_migrated_lock_are_told_to_retry_not_granted(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let key = "lock:waited-on";
+        let from = cluster.node_for(key);
+        let to = cluster.nodes().iter().find(|n| n.port() != from.port()).unwrap();
+        let lease = Lease::from_value(&query(&mut from.conn(), &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"60000"]));
+        let mut waiter = from.conn();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = redis::cmd("PYLOCK.ACQUIRE").arg(key).arg(5000).arg("BLOCK").arg(20_000).query::<Value>(&mut waiter);
+            let _ = tx.send(r.map_err(|e| testkit::error_text(&e)));
+        });
+        testkit::wait_until(std::time::Duration::from_secs(5), || {
+            holder(&mut from.conn(), key).is_some_and(|h| h.waiters == 1)
+        })
+        .expect("waiter queued");
+
+        let slot = cluster.slot(key);
+        cluster.migrate_slot(slot, from, to);
+
+        // The old node must not grant the lock it no longer serves: the waiter is told to retry.
+        let r = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("waiter answered");
+        assert!(r.as_ref().is_err_and(|e| e.starts_with("TRYAGAIN")), "{r:?}");
+        let left: i64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query(&mut from.conn()).unwrap();
+        assert_eq!(left, 0, "the old node created a lock in a slot it gave away");
+        let h = holder(&mut to.conn(), key).expect("held on the new node");
+        assert_eq!((h.lease.id.as_slice(), h.lease.token), (lease.id.as_slice(), lease.token));
+        assert_eq!(from.info("pylock", "pylock_waiting").as_deref(), Some("0"));
+    }
 }
