@@ -5,7 +5,11 @@
 //! and sends replicas a DEL exactly as for any other key. See `docs/DESIGN.md` for why a module
 //! type rather than a string or hash.
 
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use pylock_core::{LeaseState, TokenClock, MAX_LEASE_ID_LEN};
@@ -14,11 +18,102 @@ use redis_module::raw;
 
 use crate::api::{rm, Arg, Ctx};
 
-/// The stored value of a held lock.
-#[derive(Debug)]
-pub(crate) struct Lock {
-    pub(crate) token: i64,
-    pub(crate) id: Box<[u8]>,
+/// The stored value of a held lock: one allocation holding the fencing token, the id's length
+/// and the id itself (`[token: i64][len: u32][id: len bytes]`). A 36-byte UUID makes it
+/// 48 bytes, one allocator size class; a `Box` of a struct holding a `Box<[u8]>` took two
+/// allocations (32 + 48 bytes) per lock. The RDB encoding does not depend on this layout.
+pub(crate) struct Lock(NonNull<u8>);
+
+const ID_LEN_AT: usize = size_of::<i64>();
+const ID_AT: usize = ID_LEN_AT + size_of::<u32>();
+
+impl Lock {
+    fn layout(id_len: usize) -> Option<Layout> {
+        Layout::from_size_align(ID_AT.checked_add(id_len)?, align_of::<i64>()).ok()
+    }
+
+    /// A lock value holding `token` and a copy of `id`; `None` if `id` is over `u32::MAX` bytes
+    /// (callers accept at most `MAX_LEASE_ID_LEN`).
+    pub(crate) fn new(token: i64, id: &[u8]) -> Option<Self> {
+        let len = u32::try_from(id.len()).ok()?;
+        let layout = Self::layout(id.len())?;
+        // SAFETY: the layout is non-zero in size; every byte written is inside it, the token at
+        // an 8-aligned offset 0, the length at 8 and the id from 12.
+        unsafe {
+            let ptr = NonNull::new(alloc(layout)).unwrap_or_else(|| handle_alloc_error(layout));
+            ptr.as_ptr().cast::<i64>().write(token);
+            ptr.as_ptr().add(ID_LEN_AT).cast::<u32>().write_unaligned(len);
+            std::ptr::copy_nonoverlapping(id.as_ptr(), ptr.as_ptr().add(ID_AT), id.len());
+            Some(Self(ptr))
+        }
+    }
+
+    /// Hands the value to Redis.
+    fn into_raw(self) -> *mut c_void {
+        let ptr = self.0.as_ptr();
+        std::mem::forget(self);
+        ptr.cast()
+    }
+
+    /// Takes back a value Redis handed to a callback (`free`), or that it did not take.
+    ///
+    /// # Safety
+    ///
+    /// `value` must come from [`Lock::into_raw`] and not be used again.
+    unsafe fn from_raw(value: *mut c_void) -> Option<Self> {
+        NonNull::new(value.cast()).map(Self)
+    }
+
+    fn as_ref(&self) -> LockRef<'_> {
+        LockRef {
+            ptr: self.0,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // `new` succeeded with this id length, so its layout exists.
+        if let Some(layout) = Self::layout(self.as_ref().id().len()) {
+            // SAFETY: allocated in `new` with this same layout.
+            unsafe { dealloc(self.0.as_ptr(), layout) };
+        }
+    }
+}
+
+/// A borrowed lock value (stored in a key, or handed to a data type callback).
+#[derive(Clone, Copy)]
+pub(crate) struct LockRef<'a> {
+    ptr: NonNull<u8>,
+    _value: PhantomData<&'a Lock>,
+}
+
+impl<'a> LockRef<'a> {
+    /// # Safety
+    ///
+    /// `value` must be null or a value made by [`Lock::into_raw`] that outlives `'a`.
+    unsafe fn from_raw(value: *const c_void) -> Option<Self> {
+        NonNull::new(value.cast_mut().cast()).map(|ptr| Self {
+            ptr,
+            _value: PhantomData,
+        })
+    }
+
+    /// The fencing token of the grant.
+    pub(crate) fn token(self) -> i64 {
+        // SAFETY: offset 0 of a live value, 8-aligned (see `Lock::new`).
+        unsafe { self.ptr.as_ptr().cast::<i64>().read() }
+    }
+
+    /// The lease id.
+    pub(crate) fn id(self) -> &'a [u8] {
+        // SAFETY: `Lock::new` wrote the length at `ID_LEN_AT` and that many bytes at `ID_AT`.
+        unsafe {
+            let len = self.ptr.as_ptr().add(ID_LEN_AT).cast::<u32>().read_unaligned() as usize;
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(ID_AT), len)
+        }
+    }
 }
 
 /// Type name as `TYPE key` shows it (Redis requires exactly 9 characters).
@@ -103,7 +198,7 @@ impl LockKey {
     /// # Errors
     ///
     /// [`WrongType`] if the key holds any other type.
-    pub(crate) fn lock(&self) -> Result<Option<&Lock>, WrongType> {
+    pub(crate) fn lock(&self) -> Result<Option<LockRef<'_>>, WrongType> {
         if self.ptr.is_null() {
             return Ok(None);
         }
@@ -114,8 +209,9 @@ impl LockKey {
                     if rm!(RedisModule_ModuleTypeGetType)(self.ptr)
                         == *LOCK_TYPE.raw_type.borrow() =>
                 {
-                    let value = rm!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<Lock>();
-                    Ok(value.as_ref())
+                    // SAFETY: a value of our type is always made by `Lock::into_raw`, and the
+                    // borrow of `self` keeps the key open.
+                    Ok(LockRef::from_raw(rm!(RedisModule_ModuleTypeGetValue)(self.ptr)))
                 }
                 _ => Err(WrongType),
             }
@@ -138,25 +234,29 @@ impl LockKey {
     /// [`WrongType`] if the key holds any other type.
     pub(crate) fn state(&self) -> Result<Option<LeaseState<'_>>, WrongType> {
         Ok(self.lock()?.map(|lock| LeaseState {
-            id: &lock.id,
-            token: lock.token,
+            id: lock.id(),
+            token: lock.token(),
             expires_at_ms: self.expires_at_ms(),
         }))
     }
 
-    /// Stores `lock` (replacing whatever the key held) with an absolute deadline.
-    /// The key must have been opened for writing.
-    pub(crate) fn store(&mut self, lock: Lock, deadline_ms: Option<i64>) {
-        let value = Box::into_raw(Box::new(lock));
+    /// Stores a lock of `token` and `id` (replacing whatever the key held) with an absolute
+    /// deadline. The key must have been opened for writing. Callers have checked `id` against
+    /// `MAX_LEASE_ID_LEN`.
+    pub(crate) fn store(&mut self, token: i64, id: &[u8], deadline_ms: Option<i64>) {
+        let Some(lock) = Lock::new(token, id) else {
+            return;
+        };
+        let value = lock.into_raw();
         unsafe {
             let status = rm!(RedisModule_ModuleTypeSetValue)(
                 self.ptr,
                 *LOCK_TYPE.raw_type.borrow(),
-                value.cast::<c_void>(),
+                value,
             );
             if status != raw::REDISMODULE_OK as c_int {
                 // Redis did not take ownership; reclaim the value rather than leak it.
-                drop(Box::from_raw(value));
+                drop(Lock::from_raw(value));
                 return;
             }
         }
@@ -190,11 +290,12 @@ impl Drop for LockKey {
 // RDB encoding, version 0: signed token, then the lease id as a string buffer.
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(lock) = value.cast::<Lock>().as_ref() else {
+    let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
-    rm!(RedisModule_SaveSigned)(io, lock.token);
-    rm!(RedisModule_SaveStringBuffer)(io, lock.id.as_ptr().cast(), lock.id.len());
+    let id = lock.id();
+    rm!(RedisModule_SaveSigned)(io, lock.token());
+    rm!(RedisModule_SaveStringBuffer)(io, id.as_ptr().cast(), id.len());
 }
 
 unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
@@ -208,13 +309,16 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
     if buf.is_null() {
         return std::ptr::null_mut();
     }
-    let id: Box<[u8]> = std::slice::from_raw_parts(buf.cast::<u8>(), len).into();
+    let lock = match std::slice::from_raw_parts(buf.cast::<u8>(), len) {
+        id if token > 0 && !id.is_empty() && id.len() <= MAX_LEASE_ID_LEN => Lock::new(token, id),
+        _ => None,
+    };
     rm!(RedisModule_Free)(buf.cast());
-    if token <= 0 || id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
+    let Some(lock) = lock else {
         return std::ptr::null_mut();
-    }
+    };
     observe_token(token);
-    Box::into_raw(Box::new(Lock { token, id })).cast()
+    lock.into_raw()
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -222,41 +326,38 @@ unsafe extern "C" fn aof_rewrite(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let Some(lock) = value.cast::<Lock>().as_ref() else {
+    let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
+    let id = lock.id();
     // Redis writes the key's PEXPIREAT right after this command.
     rm!(RedisModule_EmitAOF)(
         aof,
         c"PYLOCK.RESTORE".as_ptr(),
         c"sbl".as_ptr(),
         key,
-        lock.id.as_ptr(),
-        lock.id.len(),
-        lock.token,
+        id.as_ptr(),
+        id.len(),
+        lock.token(),
     );
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    match value.cast::<Lock>().as_ref() {
-        Some(lock) => std::mem::size_of::<Lock>() + lock.id.len(),
-        None => 0,
-    }
+    LockRef::from_raw(value).map_or(0, |lock| ID_AT + lock.id().len())
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let Some(lock) = value.cast::<Lock>().as_ref() else {
+    let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
-    rm!(RedisModule_DigestAddStringBuffer)(md, lock.id.as_ptr().cast_mut().cast(), lock.id.len());
-    rm!(RedisModule_DigestAddLongLong)(md, lock.token);
+    let id = lock.id();
+    rm!(RedisModule_DigestAddStringBuffer)(md, id.as_ptr().cast_mut().cast(), id.len());
+    rm!(RedisModule_DigestAddLongLong)(md, lock.token());
     rm!(RedisModule_DigestEndSequence)(md);
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
-    if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Lock>()));
-    }
+    drop(Lock::from_raw(value));
 }
 
 /// The token high-water mark travels in every RDB (and AOF preamble), so a restart never

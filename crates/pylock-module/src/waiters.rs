@@ -30,7 +30,7 @@ use redis_module::raw;
 
 use crate::api::{raw_ok, rm, Arg, Ctx};
 use crate::stats;
-use crate::storage::{Lock, LockKey};
+use crate::storage::LockKey;
 
 /// A lock's identity: database number and key bytes.
 type LockId = (c_int, Box<[u8]>);
@@ -165,13 +165,7 @@ pub(crate) fn hand_off(
             .as_bytes()
             .into(),
     };
-    lock_key.store(
-        Lock {
-            token,
-            id: lease_id.clone(),
-        },
-        Some(deadline_ms),
-    );
+    lock_key.store(token, &lease_id, Some(deadline_ms));
     let key_arg = Arg::from_ptr(key);
     ctx.replicate_grant(&key_arg, &lease_id, token, deadline_ms);
     ctx.signal_modified(&key_arg);
@@ -367,7 +361,7 @@ fn redirect_all(ctx: Ctx, id: &LockId) {
 
 fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
     with_key(ctx, id, |ctx, key, lock_key| {
-        let ours = matches!(lock_key.lock(), Ok(Some(l)) if l.token == token && &*l.id == lease);
+        let ours = matches!(lock_key.lock(), Ok(Some(l)) if l.token() == token && l.id() == lease);
         if !ours {
             return;
         }

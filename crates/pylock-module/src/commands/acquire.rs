@@ -17,7 +17,7 @@ use pylock_core::{Acquire, CommandError, LeaseReply, ReplySink, UUID_LEN};
 use crate::api::{raw_ok, Arg, Ctx};
 use crate::commands::TokenSource;
 use crate::stats;
-use crate::storage::{Lock, LockKey};
+use crate::storage::LockKey;
 use crate::waiters;
 
 pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
@@ -54,13 +54,7 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
                     .encode_lower(&mut uuid_buf)
                     .as_bytes(),
             };
-            lock_key.store(
-                Lock {
-                    token,
-                    id: id.into(),
-                },
-                Some(deadline_ms),
-            );
+            lock_key.store(token, id, Some(deadline_ms));
             ctx.replicate_grant(key, id, token, deadline_ms);
             ctx.signal_modified(key);
             stats::ACQUIRED.incr();

@@ -13,7 +13,7 @@ use pylock_core::MAX_LEASE_ID_LEN;
 use redis_module::raw;
 
 use crate::api::{Arg, Ctx};
-use crate::storage::{observe_token, Lock, LockKey};
+use crate::storage::{observe_token, LockKey};
 
 const NAME: &str = "pylock.restore";
 
@@ -48,13 +48,7 @@ pub(super) fn run(ctx: Ctx, args: &[Arg]) -> c_int {
         return ctx.reply_error_text("ERR invalid lease id\0");
     }
     let mut lock_key = LockKey::open(ctx, key, true);
-    lock_key.store(
-        Lock {
-            token,
-            id: id.into(),
-        },
-        deadline,
-    );
+    lock_key.store(token, id, deadline);
     observe_token(token);
     // A replica's own AOF learns the grant from this (Redis never propagates module commands
     // verbatim); while loading, Redis propagates nothing.
