@@ -5,7 +5,8 @@
 //!
 //! 1. arity;
 //! 2. option names: unknown, repeated or missing a value is `ERR syntax error`;
-//! 3. values, left to right: integers, then their ranges, then lease ids.
+//! 3. values, left to right as they stand on the command line: the first bad one is reported
+//!    (the README promises this order; `crates/testkit/tests/malformed.rs` holds us to it).
 
 use crate::error::CommandError;
 use crate::int::parse_i64;
@@ -55,8 +56,9 @@ impl<'a> Acquire<'a> {
     /// `NegativeTimeout`, per the contract's table.
     pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
         let (ttl, options) = args.split_first().ok_or(CommandError::WrongArity)?;
-        let mut lease = None;
-        let mut block = None;
+        // (position, value) of each option, so values are checked in command-line order.
+        let mut lease: Option<(usize, &[u8])> = None;
+        let mut block: Option<(usize, &[u8])> = None;
         let mut rest = options;
         while let Some((name, tail)) = rest.split_first() {
             let name = name.as_ref();
@@ -68,20 +70,31 @@ impl<'a> Acquire<'a> {
                 return Err(CommandError::Syntax);
             };
             let (value, tail) = tail.split_first().ok_or(CommandError::Syntax)?;
-            if slot.replace(value.as_ref()).is_some() {
+            let position = options.len() - tail.len();
+            if slot.replace((position, value.as_ref())).is_some() {
                 return Err(CommandError::Syntax);
             }
             rest = tail;
         }
         let ttl_ms = parse_ttl(ttl.as_ref(), now_ms)?;
-        let lease = lease.map(check_lease_id).transpose()?;
-        let block_ms = match block {
-            None => None,
-            Some(b) => match parse_i64(b) {
-                None => return Err(CommandError::NotInteger),
-                Some(ms) if ms < 0 => return Err(CommandError::NegativeTimeout),
-                Some(ms) => Some(ms),
+        let check_lease = || lease.map(|(_, l)| check_lease_id(l)).transpose();
+        let check_block = || match block {
+            None => Ok(None),
+            Some((_, b)) => match parse_i64(b) {
+                None => Err(CommandError::NotInteger),
+                Some(ms) if ms < 0 => Err(CommandError::NegativeTimeout),
+                Some(ms) => Ok(Some(ms)),
             },
+        };
+        let (lease, block_ms) = match (lease, block) {
+            (Some((l, _)), Some((b, _))) if b < l => {
+                let block_ms = check_block()?;
+                (check_lease()?, block_ms)
+            }
+            _ => {
+                let lease = check_lease()?;
+                (lease, check_block()?)
+            }
         };
         Ok(Self {
             ttl_ms,
@@ -121,8 +134,8 @@ impl<'a> Confirm<'a> {
             [name, value] if name.as_ref().eq_ignore_ascii_case(b"EXTEND") => Some(value.as_ref()),
             _ => return Err(CommandError::Syntax),
         };
-        let extend_ms = extend.map(|v| parse_ttl(v, now_ms)).transpose()?;
         let lease = check_lease_id(lease.as_ref())?;
+        let extend_ms = extend.map(|v| parse_ttl(v, now_ms)).transpose()?;
         Ok(Self { lease, extend_ms })
     }
 
@@ -261,6 +274,11 @@ mod tests {
             (vec!["1000", "BLOCK", "x"], Err(NotInteger)),
             (vec!["1000", "BLOCK", "-1"], Err(NegativeTimeout)),
             (vec!["0", "BLOCK", "-1"], Err(InvalidExpire)),
+            // Values are checked left to right as they stand.
+            (vec!["1", "LEASE", "", "BLOCK", "-1"], Err(InvalidLeaseId)),
+            (vec!["1", "BLOCK", "-1", "LEASE", ""], Err(NegativeTimeout)),
+            (vec!["1", "BLOCK", "x", "LEASE", ""], Err(NotInteger)),
+            (vec!["x", "BLOCK", "-1", "LEASE", ""], Err(NotInteger)),
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
             let got = acquire(&args).map(|a| {
@@ -296,6 +314,9 @@ mod tests {
             (vec!["l", "EXTEND", "0"], Err(InvalidExpire)),
             (vec!["", "EXTEND", "10"], Err(InvalidLeaseId)),
             (vec![""], Err(InvalidLeaseId)),
+            // The lease id stands before EXTEND's value, so it is checked first.
+            (vec!["", "EXTEND", "0"], Err(InvalidLeaseId)),
+            (vec!["", "EXTEND", "x"], Err(InvalidLeaseId)),
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
             let got = confirm(&args).map(|c| (std::str::from_utf8(c.lease).unwrap(), c.extend_ms));
