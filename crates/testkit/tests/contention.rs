@@ -1,0 +1,112 @@
+//! The contention checker (`testkit::checker`) at a small size on real servers: plain, and
+//! through SIGSTOP/SIGCONT, `DEBUG RELOAD` and `DEBUG LOADAOF` during the load. Each run takes
+//! a few seconds; `scripts/check-contention` runs the same workload for longer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use testkit::checker::{self, Config, Report};
+use testkit::redis;
+use testkit::{server_tests, Kind, Server};
+
+/// The run's seed: fixed per test so a failure replays, or `PYLOCK_CHECK_SEED`.
+fn config(kind: Kind, salt: u64) -> Config {
+    let seed = std::env::var("PYLOCK_CHECK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0000 + salt * 2 + (kind == Kind::Valkey) as u64);
+    Config::small(seed)
+}
+
+fn verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {
+    let summary = report.summary();
+    println!("{} / {what} / seed {}:\n{summary}", kind.name(), cfg.seed);
+    assert!(report.passed(), "{summary}");
+    let c = &report.counts;
+    // The run must have exercised what it claims to check, even on a loaded machine.
+    assert!(
+        c.grants >= 20,
+        "too few grants to mean anything:\n{summary}"
+    );
+    assert!(
+        c.blocking_acquires > 0 && c.stale_calls > 0 && c.ghost_calls > 0,
+        "{summary}"
+    );
+    assert!(report.confirmed_sections >= 5, "{summary}");
+}
+
+/// Sleeps `ms` in small steps, returning early (false) once `done` is set.
+fn pause(done: &AtomicBool, ms: u64) -> bool {
+    for _ in 0..ms / 10 {
+        if done.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !done.load(Ordering::SeqCst)
+}
+
+server_tests! {
+    fn no_lock_is_granted_twice_under_contention(kind: Kind) {
+        let s = Server::start(kind);
+        let cfg = config(kind, 1);
+        let history = checker::run(&s, &cfg, |_| {});
+        let report = checker::check(&s, &cfg, &history);
+        verdict(kind, "plain", &cfg, &report);
+        // Short TTLs and long work: some leases must have lapsed mid-work.
+        assert!(report.counts.own_lease_lost > 0, "{}", report.summary());
+    }
+
+    fn sigstop_and_sigcont_during_load_break_nothing(kind: Kind) {
+        let s = Server::start(kind);
+        let cfg = config(kind, 2);
+        let mut stops = 0;
+        let history = checker::run(&s, &cfg, |done| {
+            while pause(done, 300) {
+                s.signal("STOP");
+                std::thread::sleep(Duration::from_millis(200));
+                s.signal("CONT");
+                stops += 1;
+            }
+        });
+        let report = checker::check(&s, &cfg, &history);
+        println!("{stops} SIGSTOP/SIGCONT pairs");
+        verdict(kind, "SIGSTOP/SIGCONT", &cfg, &report);
+        assert!(stops >= 2, "only {stops} stops");
+    }
+
+    fn debug_reload_during_load_breaks_nothing(kind: Kind) {
+        let s = Server::start(kind);
+        let cfg = config(kind, 3);
+        let mut reloads = 0;
+        let history = checker::run(&s, &cfg, |done| {
+            let mut con = s.conn();
+            while pause(done, 250) {
+                redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD");
+                reloads += 1;
+            }
+        });
+        let report = checker::check(&s, &cfg, &history);
+        println!("{reloads} DEBUG RELOADs");
+        verdict(kind, "DEBUG RELOAD", &cfg, &report);
+        assert!(reloads >= 2, "only {reloads} reloads");
+    }
+
+    fn debug_loadaof_during_load_breaks_nothing(kind: Kind) {
+        let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+        s.wait_aof_rewrite_done();
+        let cfg = config(kind, 4);
+        let mut loads = 0;
+        let history = checker::run(&s, &cfg, |done| {
+            let mut con = s.conn();
+            while pause(done, 250) {
+                redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF");
+                loads += 1;
+            }
+        });
+        let report = checker::check(&s, &cfg, &history);
+        println!("{loads} DEBUG LOADAOFs");
+        verdict(kind, "DEBUG LOADAOF", &cfg, &report);
+        assert!(loads >= 2, "only {loads} loads");
+    }
+}
