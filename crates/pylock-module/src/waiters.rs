@@ -15,8 +15,13 @@
 //! - any ACQUIRE of the key (it serves the queue before judging its own request).
 //!
 //! A waiter leaves the queue when it times out (nil reply), disconnects, or is unblocked with
-//! `CLIENT UNBLOCK`. A grant whose client disconnected before the reply reached it is revoked
-//! and the lock passes on, so no lock stays held by a lease nobody received.
+//! `CLIENT UNBLOCK`. BLOCK's timeout is a module timer per waiter, not Redis's own blocking
+//! timeout: on Redis 7.0, a client whose Redis timeout passes after the module unblocked it
+//! but before Redis delivered the unblock (same event-loop turn) is released with no reply
+//! at all and hangs. With the module's own timer, the grant and the timeout are decided in
+//! one place, so every waiter gets exactly one answer. A grant whose client disconnected
+//! before the reply reached it is revoked and the lock passes on, so no lock stays held by a
+//! lease nobody received.
 //!
 //! All of this runs on Redis's main thread: the state is thread-local.
 
@@ -37,6 +42,10 @@ type LockId = (c_int, Box<[u8]>);
 
 struct Waiter {
     bc: *mut raw::RedisModuleBlockedClient,
+    /// Tells this waiter's timeout timer apart from a later waiter at the same address.
+    serial: u64,
+    /// The BLOCK timeout timer, if the waiter has a timeout.
+    timeout: Option<raw::RedisModuleTimerID>,
     ttl_ms: i64,
     lease: Option<Box<[u8]>>,
 }
@@ -57,7 +66,12 @@ struct State {
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    static NEXT_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
+
+/// BLOCK timeouts above this (about 35,000 years) wait forever: Redis computes a timer's due
+/// time as now + period in µs, which must not overflow.
+const MAX_TIMEOUT_MS: i64 = 1 << 50;
 
 /// Clients waiting on all locks.
 pub(crate) fn total() -> u64 {
@@ -93,22 +107,33 @@ pub(crate) fn may_block(ctx: Ctx) -> bool {
 /// Blocks the calling client until the lock at `key` is handed to it or `block_ms` passes
 /// (0: forever). The holder's deadline is `holder_deadline_ms`, when known.
 pub(crate) fn block(mut ctx: Ctx, key: &Arg, req: &Acquire<'_>, holder_deadline_ms: Option<i64>) {
-    // Redis adds the timeout to the current time in C; keep that sum far from overflow.
-    let timeout = req.block_ms.unwrap_or(0).min(i64::MAX / 4);
+    // No Redis-side timeout (0): the module's own timer below ends the wait (see the module
+    // docs for why). The timeout callback still serves `CLIENT UNBLOCK`.
     let bc = unsafe {
-        rm!(RedisModule_BlockClient)(
-            ctx.0,
-            Some(on_reply),
-            Some(on_timeout),
-            Some(free_grant),
-            timeout,
-        )
+        rm!(RedisModule_BlockClient)(ctx.0, Some(on_reply), Some(on_timeout), Some(free_grant), 0)
     };
     if bc.is_null() {
         ctx.nil();
         return;
     }
     unsafe { rm!(RedisModule_SetDisconnectCallback)(bc, Some(on_disconnect)) };
+    let serial = NEXT_SERIAL.with(|n| {
+        let serial = n.get();
+        n.set(serial.wrapping_add(1));
+        serial
+    });
+    // Redis computes a timer's due time in µs: longer timeouts than this wait forever.
+    let timeout = match req.block_ms {
+        Some(ms) if ms > 0 && ms <= MAX_TIMEOUT_MS => Some(start_timer(
+            ctx,
+            ms,
+            Job::Timeout {
+                bc: bc as usize,
+                serial,
+            },
+        )),
+        _ => None,
+    };
     let id: LockId = (ctx.db(), key.as_ref().into());
     STATE.with(|s| {
         let mut s = s.borrow_mut();
@@ -119,6 +144,8 @@ pub(crate) fn block(mut ctx: Ctx, key: &Arg, req: &Acquire<'_>, holder_deadline_
             .waiters
             .push_back(Waiter {
                 bc,
+                serial,
+                timeout,
                 ttl_ms: req.ttl_ms,
                 lease: req.lease.map(Into::into),
             });
@@ -215,6 +242,9 @@ fn pop_waiter(ctx: Ctx, id: &LockId, pick: impl Fn(&Waiter) -> bool) -> Option<W
         s.by_client.remove(&(waiter.bc as usize));
         Some(waiter)
     });
+    if let Some(timer) = waiter.as_ref().and_then(|w| w.timeout) {
+        stop_timer(ctx, timer);
+    }
     drop_if_empty(ctx, id);
     waiter
 }
@@ -223,11 +253,15 @@ fn pop_waiter(ctx: Ctx, id: &LockId, pick: impl Fn(&Waiter) -> bool) -> Option<W
 fn forget(ctx: Ctx, bc: *mut raw::RedisModuleBlockedClient) -> bool {
     let id = STATE.with(|s| s.borrow_mut().by_client.remove(&(bc as usize)));
     let Some(id) = id else { return false };
-    STATE.with(|s| {
-        if let Some(q) = s.borrow_mut().queues.get_mut(&id) {
-            q.waiters.retain(|w| w.bc != bc);
-        }
+    let timer = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let q = s.queues.get_mut(&id)?;
+        let pos = q.waiters.iter().position(|w| w.bc == bc)?;
+        q.waiters.remove(pos)?.timeout
     });
+    if let Some(timer) = timer {
+        stop_timer(ctx, timer);
+    }
     drop_if_empty(ctx, &id);
     true
 }
@@ -257,6 +291,8 @@ enum Job {
         lease: Box<[u8]>,
         token: i64,
     },
+    /// A waiter's BLOCK time ran out: answer nil if it still waits.
+    Timeout { bc: usize, serial: u64 },
 }
 
 /// Makes sure the queue of `id` has a timer firing no later than `at_ms`.
@@ -311,7 +347,26 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) 
             serve(ctx, &id);
         }
         Job::Revoke { lock, lease, token } => revoke(ctx, &lock, &lease, token),
+        Job::Timeout { bc, serial } => time_out(ctx, bc, serial),
     });
+}
+
+/// Ends the wait of the blocked client `bc` with nil, if it is still the waiter `serial`.
+fn time_out(ctx: Ctx, bc: usize, serial: u64) {
+    let waiting = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = &mut *s;
+        let q = s.by_client.get(&bc).and_then(|id| s.queues.get_mut(id))?;
+        let w = q.waiters.iter_mut().find(|w| w.bc as usize == bc)?;
+        // This timer has fired: it must not be stopped again.
+        w.timeout = None;
+        Some(w.serial == serial)
+    });
+    let bc = bc as *mut raw::RedisModuleBlockedClient;
+    if waiting == Some(true) && forget(ctx, bc) {
+        // The reply callback answers nil and counts the call as contended.
+        unblock(bc, None);
+    }
 }
 
 /// Opens the lock of `id` and hands it over if it is free; otherwise waits for its deadline.
@@ -442,8 +497,8 @@ unsafe extern "C" fn on_reply(
             }
             .write(&mut ctx);
         }
-        // Unblocked without a grant (the token space is exhausted): the call fails like a
-        // contended one.
+        // Unblocked without a grant (BLOCK ran out, or the token space is exhausted): the
+        // call fails like a contended one.
         None => {
             stats::CONTENDED.incr();
             ctx.nil();
