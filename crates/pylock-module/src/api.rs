@@ -51,6 +51,7 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_Milliseconds,
         RedisModule_GetContextFlags,
         RedisModule_Replicate,
+        RedisModule_ReplicateVerbatim,
         RedisModule_SignalModifiedKey,
         RedisModule_SetModuleOptions,
         RedisModule_StringPtrLen,
@@ -183,8 +184,23 @@ impl Ctx {
         unsafe { rm!(RedisModule_ReplyWithSimpleString)(self.0, c"OK".as_ptr()) }
     }
 
+    /// Whether a replicated effect would be written anywhere; when it would not, the
+    /// `replicate_*` wrappers only count the change (see `propagation`).
+    fn skip_effect(self) -> bool {
+        if crate::propagation::effects_needed(self.flags()) {
+            return false;
+        }
+        // Redis propagates nothing in this state, verbatim or not; this only counts the
+        // change in `server.dirty`, as `RM_Replicate` would have.
+        unsafe { rm!(RedisModule_ReplicateVerbatim)(self.0) };
+        true
+    }
+
     /// Propagates `PYLOCK.RESTORE key id token PXAT deadline`: the full state of a grant.
     pub(crate) fn replicate_grant(self, key: &Arg, id: &[u8], token: i64, deadline_ms: i64) {
+        if self.skip_effect() {
+            return;
+        }
         unsafe {
             rm!(RedisModule_Replicate)(
                 self.0,
@@ -202,6 +218,9 @@ impl Ctx {
 
     /// Propagates `PYLOCK.RESTORE key id token`: a lock without a deadline.
     pub(crate) fn replicate_restore_persistent(self, key: &Arg, id: &[u8], token: i64) {
+        if self.skip_effect() {
+            return;
+        }
         unsafe {
             rm!(RedisModule_Replicate)(
                 self.0,
@@ -217,6 +236,9 @@ impl Ctx {
 
     /// Propagates `PEXPIREAT key deadline`.
     pub(crate) fn replicate_deadline(self, key: &Arg, deadline_ms: i64) {
+        if self.skip_effect() {
+            return;
+        }
         unsafe {
             rm!(RedisModule_Replicate)(
                 self.0,
@@ -230,6 +252,9 @@ impl Ctx {
 
     /// Propagates `DEL key`.
     pub(crate) fn replicate_delete(self, key: &Arg) {
+        if self.skip_effect() {
+            return;
+        }
         unsafe {
             rm!(RedisModule_Replicate)(self.0, c"DEL".as_ptr(), c"s".as_ptr(), key.as_ptr());
         }

@@ -8,6 +8,7 @@
 //! - [`commands`]: one file per command; each owns its parsing, effect, replication and reply.
 //! - [`waiters`]: fair blocking acquire: per-lock FIFO queues, timers, hand-off.
 //! - [`stats`]: the `INFO pylock` counters.
+//! - [`propagation`]: whether a replicated effect would reach anyone (AOF, replicas).
 //!
 //! The lease rules themselves live in `pylock-core`, which has no Redis in it.
 
@@ -17,6 +18,7 @@ use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 mod api;
 mod commands;
+mod propagation;
 mod stats;
 mod storage;
 mod waiters;
@@ -41,6 +43,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("pylock: {e}"));
         return Status::Err;
     }
+    // Effects are built only while AOF or a replication stream can take them.
+    propagation::track(ctx.ctx);
     // Replaces the toolkit's default info callback with the `INFO pylock` section.
     unsafe { api::rm!(RedisModule_RegisterInfoFunc)(ctx.ctx, Some(stats::info)) };
     Status::Ok

@@ -1,0 +1,103 @@
+//! Whether a replicated effect would reach anyone.
+//!
+//! Redis drops every propagated command (`alsoPropagate` → `shouldPropagate` in `server.c`)
+//! unless AOF is on, or the server is a primary with a replication backlog or a replica. On a
+//! server with neither, `RM_Replicate` still looks the command up by name and builds its
+//! argument objects, only for Redis to throw them away: a third of a grant's server time. So
+//! the `replicate_*` wrappers in `api` build an effect only when [`effects_needed`] says so, and
+//! otherwise call `RM_ReplicateVerbatim`, which in that state propagates nothing either and,
+//! like `RM_Replicate`, counts the change in `server.dirty` (what RDB save points go by).
+//!
+//! AOF and the role are read from the context flags at each call. Whether a replication stream
+//! may exist is cached, because Redis does not expose it cheaply; the cache errs towards
+//! building effects:
+//!
+//! - it starts as "may exist" and becomes "none" only once the module is subscribed to the
+//!   events below and `INFO replication` shows no replica and no backlog;
+//! - a backlog on a primary is created only when a replica's full sync starts, and that sync
+//!   forks (disk or diskless) before any command can run after the snapshot point: the fork
+//!   event re-reads INFO, so every effect after the snapshot is built;
+//! - a replica keeps its backlog; when it is promoted, the role-change event re-reads INFO;
+//! - the backlog of a primary whose replicas left is freed later (`repl-backlog-ttl`): the cache
+//!   stays "may exist" until the next fork or role change finds it gone.
+
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis_module::raw;
+
+/// False only while no replication stream can exist (see the module docs).
+static STREAM_MAY_EXIST: AtomicBool = AtomicBool::new(true);
+
+/// Whether an effect replicated in a context with these flags would be written anywhere.
+pub(crate) fn effects_needed(flags: c_int) -> bool {
+    if flags & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0 {
+        return true;
+    }
+    // A replica propagates to its AOF only: its own replicas get its primary's stream.
+    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 {
+        return false;
+    }
+    STREAM_MAY_EXIST.load(Ordering::Relaxed)
+}
+
+/// Subscribes to the events that can create a replication stream and reads the current state.
+/// Without the events (an old server), effects are always built.
+pub(crate) fn track(ctx: *mut raw::RedisModuleCtx) {
+    let Some(subscribe) = (unsafe { raw::RedisModule_SubscribeToServerEvent }) else {
+        return;
+    };
+    let events = [
+        raw::REDISMODULE_EVENT_FORK_CHILD,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+    ];
+    for id in events {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        if unsafe { subscribe(ctx, event, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
+            return;
+        }
+    }
+    recheck(ctx);
+}
+
+unsafe extern "C" fn on_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    // Any fork (a full sync's among them) and any role change: read the state again.
+    recheck(ctx);
+}
+
+/// Sets the cache from `INFO replication`: "none" only if it shows no replica and no backlog.
+fn recheck(ctx: *mut raw::RedisModuleCtx) {
+    STREAM_MAY_EXIST.store(!replication_idle(ctx), Ordering::Relaxed);
+}
+
+fn replication_idle(ctx: *mut raw::RedisModuleCtx) -> bool {
+    let fns = unsafe {
+        (
+            raw::RedisModule_GetServerInfo,
+            raw::RedisModule_ServerInfoGetFieldSigned,
+            raw::RedisModule_FreeServerInfo,
+        )
+    };
+    let (Some(get), Some(field), Some(free)) = fns else {
+        return false;
+    };
+    unsafe {
+        let info = get(ctx, c"replication".as_ptr());
+        if info.is_null() {
+            return false;
+        }
+        let zero = |name: &std::ffi::CStr| {
+            let mut err: c_int = 0;
+            let v = field(info, name.as_ptr(), &mut err);
+            err == 0 && v == 0
+        };
+        let idle = zero(c"connected_slaves") && zero(c"repl_backlog_active");
+        free(ctx, info);
+        idle
+    }
+}
