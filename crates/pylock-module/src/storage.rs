@@ -42,7 +42,10 @@ impl Lock {
         unsafe {
             let ptr = NonNull::new(alloc(layout)).unwrap_or_else(|| handle_alloc_error(layout));
             ptr.as_ptr().cast::<i64>().write(token);
-            ptr.as_ptr().add(ID_LEN_AT).cast::<u32>().write_unaligned(len);
+            ptr.as_ptr()
+                .add(ID_LEN_AT)
+                .cast::<u32>()
+                .write_unaligned(len);
             std::ptr::copy_nonoverlapping(id.as_ptr(), ptr.as_ptr().add(ID_AT), id.len());
             Some(Self(ptr))
         }
@@ -110,7 +113,12 @@ impl<'a> LockRef<'a> {
     pub(crate) fn id(self) -> &'a [u8] {
         // SAFETY: `Lock::new` wrote the length at `ID_LEN_AT` and that many bytes at `ID_AT`.
         unsafe {
-            let len = self.ptr.as_ptr().add(ID_LEN_AT).cast::<u32>().read_unaligned() as usize;
+            let len = self
+                .ptr
+                .as_ptr()
+                .add(ID_LEN_AT)
+                .cast::<u32>()
+                .read_unaligned() as usize;
             std::slice::from_raw_parts(self.ptr.as_ptr().add(ID_AT), len)
         }
     }
@@ -211,7 +219,9 @@ impl LockKey {
                 {
                     // SAFETY: a value of our type is always made by `Lock::into_raw`, and the
                     // borrow of `self` keeps the key open.
-                    Ok(LockRef::from_raw(rm!(RedisModule_ModuleTypeGetValue)(self.ptr)))
+                    Ok(LockRef::from_raw(rm!(RedisModule_ModuleTypeGetValue)(
+                        self.ptr,
+                    )))
                 }
                 _ => Err(WrongType),
             }
@@ -249,11 +259,8 @@ impl LockKey {
         };
         let value = lock.into_raw();
         unsafe {
-            let status = rm!(RedisModule_ModuleTypeSetValue)(
-                self.ptr,
-                *LOCK_TYPE.raw_type.borrow(),
-                value,
-            );
+            let status =
+                rm!(RedisModule_ModuleTypeSetValue)(self.ptr, *LOCK_TYPE.raw_type.borrow(), value);
             if status != raw::REDISMODULE_OK as c_int {
                 // Redis did not take ownership; reclaim the value rather than leak it.
                 drop(Lock::from_raw(value));
