@@ -7,7 +7,134 @@ use std::thread;
 use std::time::Duration;
 
 use testkit::redis::{self, Value};
-use testkit::{acquire, holder, server_tests, Lease, Server};
+use testkit::{acquire, holder, query, server_tests, Lease, Server};
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn high_water(s: &Server) -> i64 {
+    s.info("pylock", "pylock_token_high_water")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// What a key may hold: exactly a lease with an expiry inside a window, or nothing. `id` or
+/// `token` of `None` mean any (an ACQUIRE whose reply never came).
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Free,
+    Held {
+        id: Option<Vec<u8>>,
+        token: Option<i64>,
+        expiry: (i64, i64),
+    },
+}
+
+impl Expect {
+    fn admits(&self, got: &Option<(Vec<u8>, i64, i64)>) -> bool {
+        match (self, got) {
+            (Expect::Free, None) => true,
+            (Expect::Held { id, token, expiry }, Some((gid, gtoken, gexp))) => {
+                id.as_ref().is_none_or(|i| i == gid)
+                    && token.is_none_or(|t| t == *gtoken)
+                    && (expiry.0 - 1..=expiry.1.saturating_add(1)).contains(gexp)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A worker's keys and, per key, the acknowledged state and the state the in-flight call (if
+/// the kill cut it off) may have left.
+type Ledger = Vec<(String, Expect, Option<Expect>)>;
+
+/// Grants, extends and releases its own keys until the connection dies; never waits for
+/// anything but replies, so the kill lands right after acknowledged writes.
+fn churn(mut con: redis::Connection, worker: usize, keys: usize, seed: u64) -> (Ledger, i64, u64) {
+    let mut rng = testkit::checker::Rng::new(seed);
+    // Keys are per run (the seed), so a new round starts from free locks.
+    let mut ledger: Ledger = (0..keys)
+        .map(|k| (format!("s{seed}:w{worker}:k{k}"), Expect::Free, None))
+        .collect();
+    let mut max_token = 0;
+    let mut serial = 0;
+    let mut acked = 0;
+    loop {
+        let k = rng.below(keys as u64) as usize;
+        let (key, state) = (ledger[k].0.clone(), ledger[k].1.clone());
+        let ttl = rng.range(60_000, 120_000);
+        let t0 = unix_ms();
+        let (cmd, pending) = match &state {
+            Expect::Free => {
+                serial += 1;
+                let custom = rng
+                    .chance(50)
+                    .then(|| format!("w{worker}-{serial}").into_bytes());
+                let mut c = redis::cmd("PYLOCK.ACQUIRE");
+                c.arg(&key).arg(ttl);
+                if let Some(id) = &custom {
+                    c.arg("LEASE").arg(id.as_slice());
+                }
+                (
+                    c,
+                    Expect::Held {
+                        id: custom,
+                        token: None,
+                        expiry: (t0 + ttl, i64::MAX),
+                    },
+                )
+            }
+            Expect::Held { id, token, .. } if rng.chance(50) => {
+                let mut c = redis::cmd("PYLOCK.CONFIRM");
+                c.arg(&key).arg(id.clone().unwrap()).arg("EXTEND").arg(ttl);
+                (
+                    c,
+                    Expect::Held {
+                        id: id.clone(),
+                        token: *token,
+                        expiry: (t0 + ttl, i64::MAX),
+                    },
+                )
+            }
+            Expect::Held { id, .. } => {
+                let mut c = redis::cmd("PYLOCK.RELEASE");
+                c.arg(&key).arg(id.clone().unwrap());
+                (c, Expect::Free)
+            }
+        };
+        ledger[k].2 = Some(pending);
+        let reply = cmd.query::<Value>(&mut con);
+        let t1 = unix_ms();
+        let reply = match reply {
+            Ok(v) => v,
+            Err(_) => return (ledger, max_token, acked), // the server died; the call stays pending
+        };
+        ledger[k].1 = match (&state, reply) {
+            (_, Value::Int(1)) => Expect::Free,
+            (_, v @ Value::Array(_)) => {
+                let l = Lease::from_value(&v);
+                max_token = max_token.max(l.token);
+                Expect::Held {
+                    id: Some(l.id),
+                    token: Some(l.token),
+                    expiry: (t0 + ttl, t1 + ttl),
+                }
+            }
+            (s, v) => panic!("{key} in {s:?}: unexpected {v:?}"),
+        };
+        ledger[k].2 = None;
+        acked += 1;
+    }
+}
+
+fn read_state(con: &mut redis::Connection, key: &str) -> Option<(Vec<u8>, i64, i64)> {
+    holder(con, key).map(|h| (h.lease.id, h.lease.token, testkit::pexpiretime(con, key)))
+}
 
 server_tests! {
     /// A waiter whose BLOCK time runs out in the same instant the lock is handed to it (here:
@@ -55,5 +182,119 @@ server_tests! {
         }
         let pong: String = redis::cmd("PING").query(&mut con).unwrap();
         assert_eq!(pong, "PONG");
+    }
+
+    fn sigkill_right_after_grants_keeps_every_acknowledged_lease(kind: Kind) {
+        let mut s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+        s.wait_aof_rewrite_done();
+        let mut kills = 0;
+        let mut checked = 0;
+        let mut acked_ops = 0;
+        for round in 0..3u64 {
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let con = s.conn();
+                    thread::spawn(move || churn(con, w, 10, round * 10 + w as u64))
+                })
+                .collect();
+            thread::sleep(Duration::from_millis(150 + 100 * round));
+            s.kill();
+            kills += 1;
+            let results: Vec<_> = workers.into_iter().map(|h| h.join().expect("worker")).collect();
+            s.restart_with(&[]);
+            let mut con = s.conn();
+            let max_token = results.iter().map(|r| r.1).max().unwrap_or(0);
+            acked_ops += results.iter().map(|r| r.2).sum::<u64>();
+            for (ledger, _, _) in &results {
+                for (key, acked, pending) in ledger {
+                    let got = read_state(&mut con, key);
+                    let ok = acked.admits(&got) || pending.as_ref().is_some_and(|p| p.admits(&got));
+                    assert!(ok, "round {round}: {key} holds {got:?}; acknowledged {acked:?}, in flight {pending:?}");
+                    checked += 1;
+                }
+            }
+            assert!(high_water(&s) >= max_token, "round {round}: high water below an acknowledged token");
+            let fresh = acquire(&mut con, &format!("fresh{round}"), 1000).unwrap();
+            assert!(fresh.token > max_token, "round {round}: token {} reissued after {max_token}", fresh.token);
+        }
+        println!("{kills} SIGKILLs after {acked_ops} acknowledged writes, {checked} keys checked after restart");
+    }
+
+    fn promoted_replica_has_every_lease_wait_acknowledged(kind: Kind) {
+        let mut primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let mut con = primary.conn();
+                thread::spawn(move || {
+                    (0..25)
+                        .map(|k| {
+                            let key = format!("w{w}:k{k}");
+                            let v = query(&mut con, &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"120000"]);
+                            (key, Lease::from_value(&v))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let leases: Vec<(String, Lease)> = workers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut p = primary.conn();
+        let expiries: Vec<i64> = leases.iter().map(|(k, _)| testkit::pexpiretime(&mut p, k)).collect();
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+        assert_eq!(acked, 1, "the replica acknowledged the grants");
+        primary.kill();
+        let mut r = replica.conn();
+        redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut r).unwrap();
+        let mut max_token = 0;
+        for ((key, lease), expiry) in leases.iter().zip(&expiries) {
+            let got = read_state(&mut r, key).unwrap_or_else(|| panic!("{key} lost in the failover"));
+            assert_eq!(got, (lease.id.clone(), lease.token, *expiry), "{key}");
+            let v = query(&mut r, &[b"PYLOCK.CONFIRM", key.as_bytes(), &lease.id]);
+            assert_eq!(Lease::from_value(&v).token, lease.token);
+            assert_eq!(acquire(&mut r, key, 1000), None, "{key} must still be held");
+            max_token = max_token.max(lease.token);
+        }
+        let fresh = acquire(&mut r, "fresh", 1000).unwrap();
+        assert!(fresh.token > max_token);
+    }
+
+    /// Replication is asynchronous: a grant the primary acknowledged, that no replica received,
+    /// is lost when the primary dies and a replica takes over; the lock is granted again there.
+    /// `WAIT` tells the client at once (0 replicas), and the fencing token of the second grant
+    /// is still larger, so a fenced resource refuses the first holder.
+    fn failover_without_wait_can_lose_a_grant_but_tokens_still_order_holders(kind: Kind) {
+        let mut primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let resource = Server::start(kind);
+        let mut p = primary.conn();
+        // Cut the replica off: freeze it, and make the primary drop its link. (Freezing alone is
+        // not enough on loopback: the kernel would still deliver what the primary sent.)
+        replica.signal("STOP");
+        let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query(&mut p).unwrap();
+        assert_eq!(killed, 1);
+        let lost = acquire(&mut p, "lock:x", 60_000).expect("granted by the primary");
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut p).unwrap();
+        assert_eq!(acked, 0, "no replica has the grant, and WAIT says so");
+        primary.kill();
+        replica.signal("CONT");
+        let mut r = replica.conn();
+        redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut r).unwrap();
+        assert_eq!(holder(&mut r, "lock:x"), None, "the grant was lost with the primary");
+        let second = acquire(&mut r, "lock:x", 60_000).expect("granted again on the new primary");
+        // The new primary never saw the lost token; its clock floor (µs since the epoch) is
+        // what puts the new token above it.
+        assert!(second.token > lost.token, "{} <= {}", second.token, lost.token);
+        let err = testkit::query_err(&mut r, &[b"PYLOCK.CONFIRM", b"lock:x", &lost.id]);
+        assert!(err.starts_with("NOTOWNED"), "{err}");
+        // A resource that keeps the largest token it saw refuses the first holder.
+        let fence = "local max = tonumber(redis.call('GET', KEYS[1]) or '0') \
+                     if tonumber(ARGV[1]) < max then return 0 end \
+                     redis.call('SET', KEYS[1], ARGV[1]) return 1";
+        let mut res = resource.conn();
+        let write = |con: &mut redis::Connection, token: i64| -> i64 {
+            redis::cmd("EVAL").arg(fence).arg(1).arg("fence").arg(token).query(con).unwrap()
+        };
+        assert_eq!(write(&mut res, second.token), 1, "the new holder writes");
+        assert_eq!(write(&mut res, lost.token), 0, "the holder whose grant was lost is refused");
     }
 }
