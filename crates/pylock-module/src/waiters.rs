@@ -374,6 +374,10 @@ fn serve(ctx: Ctx, id: &LockId) {
     if !STATE.with(|s| s.borrow().queues.contains_key(id)) {
         return;
     }
+    if writes_paused() {
+        arm(ctx, id, ctx.now_ms().saturating_add(PAUSE_POLL_MS));
+        return;
+    }
     with_key(ctx, id, |ctx, key, lock_key| {
         let now = ctx.now_ms();
         match lock_key.state() {
@@ -388,6 +392,18 @@ fn serve(ctx: Ctx, id: &LockId) {
             Err(_) => {}
         }
     });
+}
+
+/// How often a timer retries a hand-off or a revocation while writes are paused.
+const PAUSE_POLL_MS: i64 = 10;
+
+/// Whether writes are paused (`CLIENT PAUSE WRITE` or `ALL`, or a failover's pause). Timers
+/// must not write then: Redis holds back writes and key expiry until the pause ends, and on
+/// Redis 7.0 storing over a key whose expiry the pause held back fails an assertion in
+/// `dbAdd` and aborts the server.
+fn writes_paused() -> bool {
+    // SAFETY: reads server state; called on the main thread from a timer callback.
+    unsafe { raw::RedisModule_AvoidReplicaTraffic }.is_some_and(|f| unsafe { f() } != 0)
 }
 
 /// Whether this node serves `key`. Outside a cluster, always. In a cluster, a timer or event
@@ -415,6 +431,15 @@ fn redirect_all(ctx: Ctx, id: &LockId) {
 }
 
 fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
+    if writes_paused() {
+        let job = Job::Revoke {
+            lock: id.clone(),
+            lease: lease.into(),
+            token,
+        };
+        start_timer(ctx, PAUSE_POLL_MS, job);
+        return;
+    }
     with_key(ctx, id, |ctx, key, lock_key| {
         let ours = matches!(lock_key.lock(), Ok(Some(l)) if l.token() == token && l.id() == lease);
         if !ours {
