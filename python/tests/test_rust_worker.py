@@ -132,8 +132,10 @@ class RustEnv:
         """Pattern 2's producer: acquire the person's lock, send the task with the lease id to
         the Rust workers' queue. Returns (task id, lease id)."""
         handle = self.lockapp.person_lock.acquire(person_id, ttl=ttl, wait=wait)
+        # Without a delay, the seed's three arguments; the Rust task's `delay` is optional.
+        args = [person_id, handle.id, amount] + ([delay] if delay else [])
         result = self.lockapp.add_to_person_with_lease.apply_async(
-            [person_id, handle.id, amount, delay], queue=self.queue, countdown=countdown,
+            args, queue=self.queue, countdown=countdown,
             ignore_result=True)  # the Rust worker has no result backend
         return result.id, handle.id
 
