@@ -65,7 +65,8 @@ pub fn ratios(path: &str, ratios: &[Ratio], caption: &str) -> Result<(), String>
         .disable_y_mesh()
         .y_labels(ratios.len())
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => usize::try_from(*i)
+            // Bars are drawn top down: the first ratio sits at the highest segment.
+            SegmentValue::CenterOf(i) => usize::try_from(n - 1 - *i)
                 .ok()
                 .and_then(|i| ratios.get(i))
                 .map(|r| r.label.clone())
