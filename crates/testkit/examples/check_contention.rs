@@ -1,0 +1,106 @@
+//! The contention checker at a large size: `scripts/check-contention`.
+//!
+//! Starts its own server(s) with the module, runs `testkit::checker` for a bounded time with
+//! faults injected, and prints the history summary and the verdict. Exits 1 on any violation.
+//!
+//! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
+//! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use testkit::checker::{self, Config};
+use testkit::{redis, Kind, Server};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
+    for _ in 0..ms / 10 {
+        if done.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !done.load(Ordering::SeqCst)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |name: &str, default: u64| {
+        arg(&args, name).map_or(default, |v| {
+            v.parse().unwrap_or_else(|_| panic!("{name} {v}"))
+        })
+    };
+    let seconds = num("--seconds", 60);
+    let faults = arg(&args, "--faults").unwrap_or_else(|| "all".into());
+    let kinds = match arg(&args, "--server").as_deref().unwrap_or("both") {
+        "redis" => vec![Kind::Redis],
+        "valkey" => vec![Kind::Valkey],
+        _ => vec![Kind::Redis, Kind::Valkey],
+    };
+    let mut failed = false;
+    for kind in kinds {
+        let cfg = Config {
+            workers: num("--workers", 16) as usize,
+            keys: num("--keys", 4) as usize,
+            duration: Duration::from_secs(seconds),
+            seed: num("--seed", 0x5eed) + (kind == Kind::Valkey) as u64,
+            ..Config::small(0)
+        };
+        let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+        s.wait_aof_rewrite_done();
+        let (mut stops, mut reloads, mut loadaofs) = (0, 0, 0);
+        let history = checker::run(&s, &cfg, |done| {
+            if faults == "none" {
+                return;
+            }
+            let mut con = s.conn();
+            let mut turn = 0u64;
+            while sleep_unless_done(done, 400) {
+                turn += 1;
+                let which = match faults.as_str() {
+                    "stop" => 0,
+                    "reload" => 1 + turn % 2,
+                    _ => turn % 3,
+                };
+                match which {
+                    0 => {
+                        s.signal("STOP");
+                        std::thread::sleep(Duration::from_millis(50 + turn % 4 * 100));
+                        s.signal("CONT");
+                        stops += 1;
+                    }
+                    1 => {
+                        redis::cmd("DEBUG")
+                            .arg("RELOAD")
+                            .query::<()>(&mut con)
+                            .expect("DEBUG RELOAD");
+                        reloads += 1;
+                    }
+                    _ => {
+                        redis::cmd("DEBUG")
+                            .arg("LOADAOF")
+                            .query::<()>(&mut con)
+                            .expect("DEBUG LOADAOF");
+                        loadaofs += 1;
+                    }
+                }
+            }
+        });
+        let report = checker::check(&s, &cfg, &history);
+        println!(
+            "== {} (seed {}, {} workers, {} keys): faults injected: {stops} SIGSTOP/SIGCONT, {reloads} DEBUG RELOAD, {loadaofs} DEBUG LOADAOF",
+            kind.name(),
+            cfg.seed,
+            cfg.workers,
+            cfg.keys
+        );
+        println!("{}", report.summary());
+        failed |= !report.passed();
+    }
+    std::process::exit(i32::from(failed));
+}
