@@ -151,4 +151,64 @@ server_tests! {
         assert_eq!(pexpiretime(&mut r, "k"), expiry);
         assert!(high_water(&replica) >= lease.token);
     }
+
+    fn a_replica_attached_under_load_matches_the_primary(kind: Kind) {
+        // The module skips building effects while nothing can receive them (no AOF, no
+        // replica, no backlog). A replica that attaches while grants are flowing must still
+        // end up with exactly the primary's leases.
+        let primary = Server::start(kind);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut loaders = Vec::new();
+        for t in 0..2 {
+            let mut con = primary.conn();
+            let stop = stop.clone();
+            loaders.push(std::thread::spawn(move || {
+                // Every key keeps changing hands: a held key is released (or extended) by
+                // this thread, which remembers its leases, and taken again.
+                let mut held: std::collections::HashMap<String, Vec<u8>> = Default::default();
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("load:{t}:{}", i % 400);
+                    match held.remove(&key) {
+                        Some(id) if i % 5 == 0 => {
+                            query(&mut con, &[b"PYLOCK.CONFIRM", key.as_bytes(), &id, b"EXTEND", b"90000"]);
+                            held.insert(key, id);
+                        }
+                        Some(id) => {
+                            query(&mut con, &[b"PYLOCK.RELEASE", key.as_bytes(), &id]);
+                        }
+                        None => {
+                            let l = acquire(&mut con, &key, 60_000).expect("free: only this thread uses it");
+                            held.insert(key, l.id);
+                        }
+                    }
+                    i += 1;
+                }
+                i
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let replica = primary.start_replica(&[]);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ops: u64 = loaders.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(ops > 100, "the load ran ({ops} operations)");
+        let (mut p, mut r) = (primary.conn(), replica.conn());
+        wait_replicas(&mut p, 1);
+        assert_eq!(dbsize(&mut r), dbsize(&mut p));
+        let mut compared = 0;
+        for t in 0..2 {
+            for k in 0..400 {
+                let key = format!("load:{t}:{k}");
+                let on_p = holder(&mut p, &key).map(|h| (h.lease.id, h.lease.token));
+                let on_r = holder(&mut r, &key).map(|h| (h.lease.id, h.lease.token));
+                assert_eq!(on_r, on_p, "{key}");
+                assert_eq!(pexpiretime(&mut r, &key), pexpiretime(&mut p, &key), "{key}");
+                compared += usize::from(on_p.is_some());
+            }
+        }
+        assert!(compared > 0);
+        let digest = |con: &mut redis::Connection| -> String { redis::cmd("DEBUG").arg("DIGEST").query(con).unwrap() };
+        assert_eq!(digest(&mut r), digest(&mut p));
+    }
 }
