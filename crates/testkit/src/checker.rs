@@ -49,8 +49,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::redis::{self, Value};
-use crate::Server;
+use crate::redis::{self, ConnectionLike, Value};
+use crate::{Cluster, Server};
 
 /// A small deterministic generator (SplitMix64), so a failing run can be replayed by its seed.
 #[derive(Debug, Clone)]
@@ -330,13 +330,14 @@ impl Report {
     }
 }
 
-/// The key names of lock `i`: the lock, its fence, its counter and its log.
+/// The key names of lock `i`: the lock, its fence, its counter and its log. They share a hash
+/// tag, so on a cluster they live on one node and the fence's script can reach all of them.
 pub fn key_names(i: usize) -> [String; 4] {
     [
-        format!("lock:c:{i}"),
-        format!("fence:c:{i}"),
-        format!("counter:c:{i}"),
-        format!("log:c:{i}"),
+        format!("lock:{{c:{i}}}"),
+        format!("fence:{{c:{i}}}"),
+        format!("counter:{{c:{i}}}"),
+        format!("log:{{c:{i}}}"),
     ]
 }
 
@@ -379,7 +380,7 @@ enum Reply {
 /// Sends a command; a `LOADING` refusal (the server is loading, as during `DEBUG LOADAOF`) ran
 /// nothing, so the command is sent again. `sent` is then moved to the last attempt.
 fn query_retrying(
-    con: &mut redis::Connection,
+    con: &mut dyn ConnectionLike,
     cmd: &redis::Cmd,
     sent: &mut Option<Instant>,
 ) -> redis::RedisResult<Value> {
@@ -397,7 +398,7 @@ fn query_retrying(
     }
 }
 
-fn call(con: &mut redis::Connection, args: &[&[u8]], sent: &mut Option<Instant>) -> Reply {
+fn call(con: &mut dyn ConnectionLike, args: &[&[u8]], sent: &mut Option<Instant>) -> Reply {
     let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap_or("PING"));
     for a in &args[1..] {
         cmd.arg(*a);
@@ -433,7 +434,7 @@ struct Stale {
 struct Worker<'a> {
     n: usize,
     cfg: &'a Config,
-    con: redis::Connection,
+    con: Box<dyn ConnectionLike + Send>,
     rng: Rng,
     start: Instant,
     serial: u64,
@@ -449,7 +450,7 @@ impl Worker<'_> {
     fn send(&mut self, args: &[&[u8]]) -> (Reply, u64, u64) {
         self.out.counts.commands += 1;
         let mut at = Some(Instant::now());
-        let r = call(&mut self.con, args, &mut at);
+        let r = call(&mut *self.con, args, &mut at);
         let received = self.now();
         let sent = at.map_or(0, |at| at.duration_since(self.start).as_micros() as u64);
         match &r {
@@ -608,7 +609,7 @@ impl Worker<'_> {
         // The guarded section: read through the fence, work, write through the fence.
         self.out.counts.sections += 1;
         let t = token.to_string();
-        let fenced = |con: &mut redis::Connection, body: &str, args: &[&str]| {
+        let fenced = |con: &mut dyn ConnectionLike, body: &str, args: &[&str]| {
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(format!("{FENCE_LIB}{body}"))
                 .arg(3)
@@ -619,7 +620,7 @@ impl Worker<'_> {
             query_retrying(con, &cmd, &mut None)
         };
         self.out.counts.commands += 1;
-        let entered = match fenced(&mut self.con, ENTER, &[&t]) {
+        let entered = match fenced(&mut *self.con, ENTER, &[&t]) {
             Ok(Value::Array(v)) => match v.as_slice() {
                 [Value::Int(1), Value::Int(value)] => Some(*value),
                 [Value::Int(0)] => None,
@@ -638,7 +639,7 @@ impl Worker<'_> {
             None => self.out.counts.fence_read_refused += 1,
             Some(value) => {
                 self.out.counts.commands += 1;
-                match fenced(&mut self.con, EXIT, &[&t, &(value + 1).to_string()]) {
+                match fenced(&mut *self.con, EXIT, &[&t, &(value + 1).to_string()]) {
                     Ok(Value::Int(1)) => {
                         wrote = true;
                         self.out.counts.fence_writes += 1;
@@ -786,7 +787,7 @@ impl Worker<'_> {
         self.out.counts.infos += 1;
         self.out.counts.commands += 1;
         match query_retrying(
-            &mut self.con,
+            &mut *self.con,
             redis::cmd("PYLOCK.INFO").arg(&lock),
             &mut None,
         ) {
@@ -804,16 +805,47 @@ impl Worker<'_> {
     }
 }
 
+/// Where the workload runs: one server, or a cluster (each lock's keys share a hash tag, so
+/// its fence, counter and log live on the lock's node).
+pub trait Target: Sync {
+    /// A new connection; for a cluster, one that routes by key.
+    fn connect(&self) -> Box<dyn ConnectionLike + Send>;
+    /// The `INFO pylock` text of every node.
+    fn pylock_info(&self) -> Vec<String>;
+}
+
+impl Target for Server {
+    fn connect(&self) -> Box<dyn ConnectionLike + Send> {
+        Box::new(self.conn())
+    }
+    fn pylock_info(&self) -> Vec<String> {
+        vec![redis::cmd("INFO")
+            .arg("pylock")
+            .query(&mut self.conn())
+            .expect("INFO pylock")]
+    }
+}
+
+impl Target for Cluster {
+    fn connect(&self) -> Box<dyn ConnectionLike + Send> {
+        let client = redis::cluster::ClusterClient::new(self.urls()).expect("cluster client");
+        Box::new(client.get_connection().expect("cluster connection"))
+    }
+    fn pylock_info(&self) -> Vec<String> {
+        self.nodes().iter().flat_map(Target::pylock_info).collect()
+    }
+}
+
 /// Runs the workload against `server` until `cfg.duration` has passed, and returns what the
 /// clients saw. `faults` runs meanwhile on its own thread and must return once the flag it gets
 /// turns true (set when the workers are done).
-pub fn run(server: &Server, cfg: &Config, faults: impl FnOnce(&AtomicBool) + Send) -> History {
-    let mut con = server.conn();
+pub fn run(server: &impl Target, cfg: &Config, faults: impl FnOnce(&AtomicBool) + Send) -> History {
+    let mut con = server.connect();
     for i in 0..cfg.keys {
         let names = key_names(i);
         redis::cmd("DEL")
             .arg(&names[..])
-            .query::<i64>(&mut con)
+            .query::<i64>(&mut *con)
             .expect("clear the run's keys");
     }
     let start = Instant::now();
@@ -827,7 +859,7 @@ pub fn run(server: &Server, cfg: &Config, faults: impl FnOnce(&AtomicBool) + Sen
         let fault_thread = scope.spawn(|| faults(&done));
         let handles: Vec<_> = (0..cfg.workers)
             .map(|n| {
-                let con = server.conn();
+                let con = server.connect();
                 scope.spawn(move || {
                     let mut w = Worker {
                         n,
@@ -875,7 +907,7 @@ pub fn run(server: &Server, cfg: &Config, faults: impl FnOnce(&AtomicBool) + Sen
 
 /// Checks a run's history against what the server holds now. The server must be the one the
 /// run used, with its `INFO pylock` counters counting that run only (a fresh server).
-pub fn check(server: &Server, cfg: &Config, history: &History) -> Report {
+pub fn check(server: &impl Target, cfg: &Config, history: &History) -> Report {
     let mut report = Report {
         counts: history.counts.clone(),
         violations: history.violations.clone(),
@@ -888,26 +920,28 @@ pub fn check(server: &Server, cfg: &Config, history: &History) -> Report {
         report.ordered_pairs += check_token_order(key, &grants, v);
         report.proven_intervals += check_intervals(key, &grants, v);
     }
+    // Per key, as the contract has it: on one server tokens are unique server-wide, but each
+    // node of a cluster runs its own sequence, so two keys on two nodes may share a token.
     let mut tokens = HashSet::new();
     for g in &history.grants {
-        if !tokens.insert(g.token) {
-            v.push(format!("token {} granted twice", g.token));
+        if !tokens.insert((g.key, g.token)) {
+            v.push(format!("key {}: token {} granted twice", g.key, g.token));
         }
     }
 
-    let mut con = server.conn();
+    let mut con = server.connect();
     for key in 0..cfg.keys {
         let [_, _, counter, log] = key_names(key);
         let entries: Vec<String> = redis::cmd("LRANGE")
             .arg(&log)
             .arg(0)
             .arg(-1)
-            .query(&mut con)
+            .query(&mut *con)
             .expect("read the log");
         report.log_entries += entries.len() as u64;
         let sections: Vec<&Section> = history.sections.iter().filter(|s| s.key == key).collect();
         report.confirmed_sections += check_log(key, &entries, &sections, v);
-        let value: Option<u64> = redis::cmd("GET").arg(&counter).query(&mut con).ok();
+        let value: Option<u64> = redis::cmd("GET").arg(&counter).query(&mut *con).ok();
         let value = value.unwrap_or(0);
         let accepted = entries
             .iter()
@@ -938,14 +972,19 @@ pub fn check(server: &Server, cfg: &Config, history: &History) -> Report {
 
     // The server counted exactly what the clients received.
     let c = &history.counts;
-    let text: String = redis::cmd("INFO")
-        .arg("pylock")
-        .query(&mut con)
-        .expect("INFO pylock");
+    // Summed over the nodes of a cluster (the high water: the largest).
+    let texts = server.pylock_info();
     let field = |name: &str| {
-        crate::info_field(&text, &format!("pylock_{name}"))
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
+        let values = texts.iter().map(|text| {
+            crate::info_field(text, &format!("pylock_{name}"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        if name == "token_high_water" {
+            values.max().unwrap_or(u64::MAX)
+        } else {
+            values.fold(0u64, u64::saturating_add)
+        }
     };
     for (name, want) in [
         ("acquired", c.acquire_leases),

@@ -1,8 +1,9 @@
 //! pylock on a real three-primary Redis Cluster: commands route by key, and a held lock
 //! survives the migration of its slot to another node.
 
+use testkit::checker::{self, Config};
 use testkit::redis::{self, cluster::ClusterClient, Value};
-use testkit::{holder, pexpiretime, query, query_err, server_tests, Cluster, Lease};
+use testkit::{holder, pexpiretime, query, query_err, server_tests, Cluster, Kind, Lease};
 
 server_tests! {
     fn commands_route_by_key(kind: Kind) {
@@ -95,5 +96,25 @@ server_tests! {
         let h = holder(&mut to.conn(), key).expect("held on the new node");
         assert_eq!((h.lease.id.as_slice(), h.lease.token), (lease.id.as_slice(), lease.token));
         assert_eq!(from.info("pylock", "pylock_waiting").as_deref(), Some("0"));
+    }
+
+    fn the_contention_checker_passes_on_the_cluster(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let seed = 0xc105_7e55 + (kind == Kind::Valkey) as u64;
+        let mut cfg = Config::small(seed);
+        // Enough locks that every node holds some of them.
+        cfg.keys = 6;
+        let history = checker::run(&cluster, &cfg, |_| {});
+        let report = checker::check(&cluster, &cfg, &history);
+        let summary = report.summary();
+        println!("{} cluster / seed {seed}:
+{summary}", kind.name());
+        assert!(report.passed(), "{summary}");
+        assert!(report.counts.grants >= 20, "too few grants to mean anything:\n{summary}");
+        assert!(report.confirmed_sections >= 5, "{summary}");
+        let nodes_with_locks = (0..cfg.keys)
+            .map(|i| cluster.node_for(&checker::key_names(i)[0]).port())
+            .collect::<std::collections::HashSet<_>>();
+        assert!(nodes_with_locks.len() >= 2, "the locks spread over several nodes");
     }
 }
