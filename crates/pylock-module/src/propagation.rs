@@ -18,6 +18,10 @@
 //!   forks (disk or diskless) before any command can run after the snapshot point: the fork
 //!   event re-reads INFO, so every effect after the snapshot is built;
 //! - a replica keeps its backlog; when it is promoted, the role-change event re-reads INFO;
+//! - a primary restarted from an RDB that carries replication info creates its backlog while
+//!   loading, before any command, and its replicas come back by partial resync without a fork:
+//!   the end-of-loading event re-reads INFO (the module loads before the data does), and so
+//!   does every replica coming online or going;
 //! - the backlog of a primary whose replicas left is freed later (`repl-backlog-ttl`): the cache
 //!   stays "may exist" until the next fork or role change finds it gone.
 
@@ -47,9 +51,14 @@ pub(crate) fn track(ctx: *mut raw::RedisModuleCtx) {
     let Some(subscribe) = (unsafe { raw::RedisModule_SubscribeToServerEvent }) else {
         return;
     };
+    // Forks (a full sync's snapshot), role changes, the end of loading (a primary restarted
+    // from an RDB with replication info keeps a backlog, and its replicas come back by partial
+    // resync, with no fork) and replicas coming or going.
     let events = [
         raw::REDISMODULE_EVENT_FORK_CHILD,
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+        raw::REDISMODULE_EVENT_LOADING,
+        raw::REDISMODULE_EVENT_REPLICA_CHANGE,
     ];
     for id in events {
         let event = raw::RedisModuleEvent { id, dataver: 1 };

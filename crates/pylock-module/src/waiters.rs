@@ -25,9 +25,10 @@
 //!
 //! All of this runs on Redis's main thread: the state is thread-local.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_int, c_void};
+use std::rc::Rc;
 
 use pylock_core::lease::{self, Outcome};
 use pylock_core::{Acquire, LeaseReply, ReplySink, UUID_LEN};
@@ -96,11 +97,14 @@ pub(crate) fn has_waiters(ctx: Ctx, key: &[u8]) -> bool {
     count(ctx, key) > 0
 }
 
-/// Whether this call may block: not inside MULTI, a script, or another no-blocking context.
+/// Whether this call may block: not inside MULTI, a script, another no-blocking context, or
+/// on the replication link (a primary never sends ACQUIRE, but a replica must never block its
+/// primary's stream whatever arrives).
 pub(crate) fn may_block(ctx: Ctx) -> bool {
     let no = raw::REDISMODULE_CTX_FLAGS_MULTI
         | raw::REDISMODULE_CTX_FLAGS_LUA
-        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING
+        | raw::REDISMODULE_CTX_FLAGS_REPLICATED;
     ctx.flags() & no as c_int == 0
 }
 
@@ -198,6 +202,8 @@ pub(crate) fn hand_off(
     ctx.signal_modified(&key_arg);
     stats::ACQUIRED.incr();
     let (db, key_box) = id.clone();
+    // One flag for every waiter answered with this grant: it is delivered if any of them got it.
+    let delivered = Rc::new(Cell::new(false));
     unblock(
         head.bc,
         Some(Answer::Grant(Grant {
@@ -206,7 +212,7 @@ pub(crate) fn hand_off(
             deadline_ms,
             db,
             key: key_box.clone(),
-            delivered: false,
+            delivered: delivered.clone(),
         })),
     );
     // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
@@ -221,7 +227,7 @@ pub(crate) fn hand_off(
             deadline_ms: deadline,
             db,
             key: key_box.clone(),
-            delivered: false,
+            delivered: delivered.clone(),
         };
         unblock(same.bc, Some(Answer::Grant(grant)));
     }
@@ -285,11 +291,14 @@ fn drop_if_empty(ctx: Ctx, id: &LockId) {
 enum Job {
     /// Hand the lock to its waiters if it is free (else re-arm at the holder's deadline).
     Serve(LockId),
-    /// A grant never reached its client: take it back if it still holds the lock.
+    /// A grant never reached its client: take it back if it still holds the lock, unchanged
+    /// since (same deadline), and no other waiter answered with it received it.
     Revoke {
         lock: LockId,
         lease: Box<[u8]>,
         token: i64,
+        deadline_ms: i64,
+        delivered: Rc<Cell<bool>>,
     },
     /// A waiter's BLOCK time ran out: answer nil if it still waits.
     Timeout { bc: usize, serial: u64 },
@@ -309,7 +318,10 @@ fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
     }
     // At `now == deadline` the lease rules already count the lock as free (Redis itself
     // expires the key a millisecond later), so the timer fires at the deadline itself.
-    let period = at_ms.saturating_sub(ctx.now_ms()).max(0);
+    // Clamped like BLOCK timeouts: Redis computes a timer's due time as now + period in µs,
+    // and an overflowing one would sort first and stall every module timer. `serve` re-arms
+    // when the timer fires before the deadline.
+    let period = at_ms.saturating_sub(ctx.now_ms()).clamp(0, MAX_TIMEOUT_MS);
     let timer = start_timer(ctx, period, Job::Serve(id.clone()));
     STATE.with(|s| {
         if let Some(q) = s.borrow_mut().queues.get_mut(id) {
@@ -338,6 +350,13 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) 
     let job = *Box::from_raw(data.cast::<Job>());
     let ctx = Ctx(ctx);
     crate::commands::guard(ctx, "timer", || match job {
+        Job::Serve(id) if ctx.flags() & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 => {
+            STATE.with(|s| {
+                if let Some(q) = s.borrow_mut().queues.get_mut(&id) {
+                    q.timer = None;
+                }
+            });
+        }
         Job::Serve(id) => {
             STATE.with(|s| {
                 if let Some(q) = s.borrow_mut().queues.get_mut(&id) {
@@ -346,7 +365,15 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) 
             });
             serve(ctx, &id);
         }
-        Job::Revoke { lock, lease, token } => revoke(ctx, &lock, &lease, token),
+        // After a role change this server is a replica: its primary decides the lock now.
+        Job::Revoke { .. } if ctx.flags() & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 => {}
+        Job::Revoke {
+            lock,
+            lease,
+            token,
+            deadline_ms,
+            delivered,
+        } => revoke(ctx, &lock, &lease, token, deadline_ms, delivered),
         Job::Timeout { bc, serial } => time_out(ctx, bc, serial),
     });
 }
@@ -430,19 +457,32 @@ fn redirect_all(ctx: Ctx, id: &LockId) {
     }
 }
 
-fn revoke(ctx: Ctx, id: &LockId, lease: &[u8], token: i64) {
+fn revoke(
+    ctx: Ctx,
+    id: &LockId,
+    lease: &[u8],
+    token: i64,
+    deadline_ms: i64,
+    delivered: Rc<Cell<bool>>,
+) {
+    if delivered.get() {
+        return;
+    }
     if writes_paused() {
         let job = Job::Revoke {
             lock: id.clone(),
             lease: lease.into(),
             token,
+            deadline_ms,
+            delivered,
         };
         start_timer(ctx, PAUSE_POLL_MS, job);
         return;
     }
     with_key(ctx, id, |ctx, key, lock_key| {
         let ours = matches!(lock_key.lock(), Ok(Some(l)) if l.token() == token && l.id() == lease);
-        if !ours {
+        // A renewal since the grant means a client holds the lease after all.
+        if !ours || lock_key.expires_at_ms() != Some(deadline_ms) {
             return;
         }
         lock_key.delete();
@@ -490,7 +530,8 @@ struct Grant {
     deadline_ms: i64,
     db: c_int,
     key: Box<[u8]>,
-    delivered: bool,
+    /// Shared by every waiter answered with this grant (same LEASE).
+    delivered: Rc<Cell<bool>>,
 }
 
 fn unblock(bc: *mut raw::RedisModuleBlockedClient, answer: Option<Answer>) {
@@ -513,7 +554,7 @@ unsafe extern "C" fn on_reply(
             ctx.reply_error_text("TRYAGAIN this node no longer serves the lock's slot\0");
         }
         Some(Answer::Grant(g)) => {
-            g.delivered = true;
+            g.delivered.set(true);
             let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
             LeaseReply {
                 id: &g.id,
@@ -573,7 +614,7 @@ unsafe extern "C" fn free_grant(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_
     let Answer::Grant(grant) = *Box::from_raw(privdata.cast::<Answer>()) else {
         return;
     };
-    if !grant.delivered {
+    if !grant.delivered.get() {
         let lock = (grant.db, grant.key);
         let ctx = Ctx(ctx);
         crate::commands::guard(ctx, "free", || {
@@ -584,6 +625,8 @@ unsafe extern "C" fn free_grant(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_
                     lock,
                     lease: grant.id,
                     token: grant.token,
+                    deadline_ms: grant.deadline_ms,
+                    delivered: grant.delivered,
                 },
             );
         });

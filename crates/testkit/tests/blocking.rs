@@ -313,6 +313,54 @@ server_tests! {
         let (v, _) = rx.recv_timeout(Duration::from_secs(5)).expect("served");
         assert_eq!(Lease::from_value(&v).id, b"patient");
     }
+
+    fn a_lease_with_a_huge_ttl_does_not_stall_other_timers(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        // A TTL whose remaining time in microseconds wraps around 2^64 to just past now: an
+        // unclamped deadline timer would sort first and stall every module timer.
+        let huge = (18_446_744_073_709_552 + 100_000 - now_ms()).to_string();
+        query(&mut con, &[b"PYLOCK.ACQUIRE", b"forever", huge.as_bytes(), b"LEASE", b"a"]);
+        let start = Instant::now();
+        let v = query(&mut con, &[b"PYLOCK.ACQUIRE", b"forever", b"1000", b"BLOCK", b"200"]);
+        assert_eq!(v, Value::Nil);
+        assert!(start.elapsed() < Duration::from_secs(3), "timed out after {:?}", start.elapsed());
+        // Other locks' timers still fire while a waiter sits on the huge lease.
+        let parked = spawn_waiter(&s, "forever", 1000, "parked", 60_000);
+        until_waiters(&mut con, "forever", 1);
+        acquire(&mut con, "other", 200).unwrap();
+        let rx = spawn_waiter(&s, "other", 1000, "next", 5000);
+        let (v, _) = rx.recv_timeout(Duration::from_secs(3)).expect("expiry hand-off still happens");
+        assert_eq!(Lease::from_value(&v).id, b"next");
+        let v = query(&mut con, &[b"PYLOCK.ACQUIRE", b"other", b"1000", b"BLOCK", b"100"]);
+        assert_eq!(v, Value::Nil, "BLOCK timeouts still fire");
+        drop(parked);
+    }
+
+    fn a_same_lease_waiter_leaving_does_not_revoke_the_grant_another_received(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        let held = acquire(&mut con, "k", 60_000).unwrap();
+        let mut w1 = s.conn();
+        let w1_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut w1).unwrap();
+        thread::spawn(move || {
+            let _ = redis::cmd("PYLOCK.ACQUIRE").arg("k").arg(100_000).arg("LEASE").arg("X").arg("BLOCK").arg(0).query::<Value>(&mut w1);
+        });
+        until_waiters(&mut con, "k", 1);
+        let w2 = spawn_waiter(&s, "k", 100_000, "X", 10_000);
+        until_waiters(&mut con, "k", 2);
+        // The release hands the lock to both; the first one's connection dies in the same turn.
+        let _: Vec<Value> = redis::pipe()
+            .cmd("PYLOCK.RELEASE").arg("k").arg(&held.id)
+            .cmd("CLIENT").arg("KILL").arg("ID").arg(w1_id)
+            .query(&mut con)
+            .unwrap();
+        let (v, _) = w2.recv_timeout(Duration::from_secs(5)).expect("second waiter answered");
+        assert_eq!(Lease::from_value(&v).id, b"X");
+        thread::sleep(Duration::from_millis(100));
+        let v = query(&mut con, &[b"PYLOCK.CONFIRM", b"k", b"X"]);
+        assert_eq!(Lease::from_value(&v).id, b"X", "the grant the second waiter received still holds");
+    }
 }
 
 fn now_ms() -> i64 {

@@ -211,4 +211,38 @@ server_tests! {
         let digest = |con: &mut redis::Connection| -> String { redis::cmd("DEBUG").arg("DIGEST").query(con).unwrap() };
         assert_eq!(digest(&mut r), digest(&mut p));
     }
+
+    fn a_primary_restarted_from_rdb_keeps_its_replica_exact(kind: Kind) {
+        // The primary restarts from an RDB with replication info: it keeps a backlog, and its
+        // replica returns by partial resync, without a fork. Grants after that, by command and
+        // by an expiry hand-off (a timer), must still reach the replica as effects.
+        let mut primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let mut p = primary.conn();
+        acquire(&mut p, "before", 60_000).unwrap();
+        wait_replicas(&mut p, 1);
+        primary.shutdown(true);
+        primary.restart_with(&[]);
+        replica.wait_in_sync();
+        let mut p = primary.conn();
+        let mut r = replica.conn();
+        let held = Lease::from_value(&query(&mut p, &[b"PYLOCK.ACQUIRE", b"h", b"300", b"LEASE", b"holder"]));
+        let mut waiter = primary.conn();
+        let handed = std::thread::spawn(move || {
+            query(&mut waiter, &[b"PYLOCK.ACQUIRE", b"h", b"60000", b"LEASE", b"waiter", b"BLOCK", b"5000"])
+        });
+        let granted = acquire(&mut p, "after", 60_000).unwrap();
+        let next = Lease::from_value(&handed.join().unwrap());
+        assert!(next.token > held.token);
+        wait_replicas(&mut p, 1);
+        for key in ["before", "after", "h"] {
+            let on_p = holder(&mut p, key).map(|h| (h.lease.id, h.lease.token));
+            let on_r = holder(&mut r, key).map(|h| (h.lease.id, h.lease.token));
+            assert!(on_p.is_some(), "{key} held on the primary");
+            assert_eq!(on_r, on_p, "{key}");
+            assert_eq!(pexpiretime(&mut r, key), pexpiretime(&mut p, key), "{key}");
+        }
+        assert_eq!(holder(&mut r, "after").unwrap().lease.id, granted.id);
+        assert_eq!(holder(&mut r, "h").unwrap().lease.id, b"waiter");
+    }
 }
