@@ -17,6 +17,10 @@ impl Counter {
     pub(crate) fn incr(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Takes back an `incr` whose outcome did not happen after all.
+    pub(crate) fn decr(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
     fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

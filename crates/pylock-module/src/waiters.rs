@@ -184,7 +184,7 @@ pub(crate) fn hand_off(
         lease::acquire(None, &req, now, &mut crate::commands::TokenSource)
     else {
         // Token space exhausted: answer nil rather than leave the client hanging.
-        unblock(head.bc, None);
+        answer_later(ctx, head.bc, Answer::Nil);
         return;
     };
     let mut uuid_buf = [0u8; UUID_LEN];
@@ -202,18 +202,19 @@ pub(crate) fn hand_off(
     ctx.signal_modified(&key_arg);
     stats::ACQUIRED.incr();
     let (db, key_box) = id.clone();
-    // One flag for every waiter answered with this grant: it is delivered if any of them got it.
-    let delivered = Rc::new(Cell::new(false));
-    unblock(
+    // Shared by every waiter answered with this grant: it is delivered if any of them got it.
+    let delivered = Rc::new(GrantGroup::default());
+    answer_later(
+        ctx,
         head.bc,
-        Some(Answer::Grant(Grant {
+        Answer::Grant(Grant {
             id: lease_id.clone(),
             token,
             deadline_ms,
             db,
             key: key_box.clone(),
             delivered: delivered.clone(),
-        })),
+        }),
     );
     // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
     while let Some(same) = pop_waiter(ctx, &id, |w| w.lease.as_deref() == Some(&*lease_id)) {
@@ -229,7 +230,7 @@ pub(crate) fn hand_off(
             key: key_box.clone(),
             delivered: delivered.clone(),
         };
-        unblock(same.bc, Some(Answer::Grant(grant)));
+        answer_later(ctx, same.bc, Answer::Grant(grant));
     }
     let deadline = lock_key.expires_at_ms();
     if let Some(at) = deadline {
@@ -298,10 +299,12 @@ enum Job {
         lease: Box<[u8]>,
         token: i64,
         deadline_ms: i64,
-        delivered: Rc<Cell<bool>>,
+        delivered: Rc<GrantGroup>,
     },
     /// A waiter's BLOCK time ran out: answer nil if it still waits.
     Timeout { bc: usize, serial: u64 },
+    /// Unblock the clients whose answers are decided (see [`answer_later`]).
+    Deliver,
 }
 
 /// Makes sure the queue of `id` has a timer firing no later than `at_ms`.
@@ -349,6 +352,7 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) 
     }
     let job = *Box::from_raw(data.cast::<Job>());
     let ctx = Ctx(ctx);
+    IN_TIMER.with(|t| t.set(true));
     crate::commands::guard(ctx, "timer", || match job {
         Job::Serve(id) if ctx.flags() & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 => {
             STATE.with(|s| {
@@ -375,7 +379,9 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) 
             delivered,
         } => revoke(ctx, &lock, &lease, token, deadline_ms, delivered),
         Job::Timeout { bc, serial } => time_out(ctx, bc, serial),
+        Job::Deliver => deliver(),
     });
+    IN_TIMER.with(|t| t.set(false));
 }
 
 /// Ends the wait of the blocked client `bc` with nil, if it is still the waiter `serial`.
@@ -453,7 +459,7 @@ fn serves_key(ctx: Ctx, key: *mut raw::RedisModuleString) -> bool {
 /// retry (cluster clients retry TRYAGAIN by themselves) is redirected to the node that does.
 fn redirect_all(ctx: Ctx, id: &LockId) {
     while let Some(waiter) = pop_waiter(ctx, id, |_| true) {
-        unblock(waiter.bc, Some(Answer::Moved));
+        answer_later(ctx, waiter.bc, Answer::Moved);
     }
 }
 
@@ -463,9 +469,9 @@ fn revoke(
     lease: &[u8],
     token: i64,
     deadline_ms: i64,
-    delivered: Rc<Cell<bool>>,
+    delivered: Rc<GrantGroup>,
 ) {
-    if delivered.get() {
+    if delivered.delivered.get() {
         return;
     }
     if writes_paused() {
@@ -521,6 +527,8 @@ enum Answer {
     Grant(Grant),
     /// This node no longer serves the lock's slot: `TRYAGAIN`.
     Moved,
+    /// No lease after all (the token space is exhausted): nil, like a timeout.
+    Nil,
 }
 
 /// A lease handed to a waiter.
@@ -531,7 +539,100 @@ struct Grant {
     db: c_int,
     key: Box<[u8]>,
     /// Shared by every waiter answered with this grant (same LEASE).
-    delivered: Rc<Cell<bool>>,
+    delivered: Rc<GrantGroup>,
+}
+
+/// The waiters answered with one grant (several only when they sent the same LEASE). The
+/// grant is taken back only when none of them received it, decided once the last of them is
+/// settled (replied to, gone, or unblocked otherwise).
+#[derive(Default)]
+struct GrantGroup {
+    delivered: Cell<bool>,
+    in_flight: Cell<u32>,
+}
+
+impl GrantGroup {
+    fn join(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// One member settled; true when it was the last and nobody received the grant.
+    fn settle(&self) -> bool {
+        let left = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(left);
+        left == 0 && !self.delivered.get()
+    }
+}
+
+thread_local! {
+    /// Waiters taken off their queue with their answer decided, not yet unblocked.
+    static PENDING: RefCell<HashMap<usize, Answer>> = RefCell::new(HashMap::new());
+    /// Whether a `Job::Deliver` timer is scheduled.
+    static DELIVERY_SCHEDULED: Cell<bool> = const { Cell::new(false) };
+    /// Whether a module timer's job is running now.
+    static IN_TIMER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records `answer` for the blocked client `bc` and unblocks it from a timer, not here.
+///
+/// A hand-off made inside a command (RELEASE, or an ACQUIRE that serves the queue) would
+/// otherwise unblock the client in the middle of the event loop's command processing, and a
+/// `CLIENT UNBLOCK` of it in the same turn would meet a client the module already unblocked:
+/// Redis 7.0 then skips the timeout callback and the ACQUIRE never gets a reply. Until the
+/// timer runs, the client is still blocked as Redis sees it, so `CLIENT UNBLOCK` and
+/// disconnects take the normal callbacks, which find the answer here and cancel it. Between a
+/// timer and the next `beforeSleep` (where Redis sends the reply) no command runs, so the
+/// delivery itself cannot race. The lock is already stored for the waiter meanwhile, so
+/// nobody else can take it. A hand-off made in a timer (expiry) is unblocked at once for the
+/// same reason: waiting for another timer would cost a millisecond of Redis's timer tick.
+fn answer_later(ctx: Ctx, bc: *mut raw::RedisModuleBlockedClient, answer: Answer) {
+    if let Answer::Grant(g) = &answer {
+        g.delivered.join();
+    }
+    if IN_TIMER.with(Cell::get) {
+        unblock(bc, Some(answer));
+        return;
+    }
+    PENDING.with(|p| p.borrow_mut().insert(bc as usize, answer));
+    if !DELIVERY_SCHEDULED.with(Cell::get) {
+        DELIVERY_SCHEDULED.with(|d| d.set(true));
+        start_timer(ctx, 0, Job::Deliver);
+    }
+}
+
+/// Unblocks every client whose answer is decided.
+fn deliver() {
+    DELIVERY_SCHEDULED.with(|d| d.set(false));
+    let pending: Vec<(usize, Answer)> = PENDING.with(|p| p.borrow_mut().drain().collect());
+    for (bc, answer) in pending {
+        unblock(bc as *mut raw::RedisModuleBlockedClient, Some(answer));
+    }
+}
+
+/// Takes back the decided answer of `bc`, if it was not delivered yet.
+fn take_pending(bc: *mut raw::RedisModuleBlockedClient) -> Option<Answer> {
+    PENDING.with(|p| p.borrow_mut().remove(&(bc as usize)))
+}
+
+/// A decided answer that will never be delivered: a grant in it is revoked (unless another
+/// waiter answered with the same grant received it).
+fn cancel(ctx: Ctx, answer: Answer) {
+    if let Answer::Grant(g) = answer {
+        if !g.delivered.settle() {
+            return;
+        }
+        start_timer(
+            ctx,
+            0,
+            Job::Revoke {
+                lock: (g.db, g.key),
+                lease: g.id,
+                token: g.token,
+                deadline_ms: g.deadline_ms,
+                delivered: g.delivered,
+            },
+        );
+    }
 }
 
 fn unblock(bc: *mut raw::RedisModuleBlockedClient, answer: Option<Answer>) {
@@ -554,7 +655,7 @@ unsafe extern "C" fn on_reply(
             ctx.reply_error_text("TRYAGAIN this node no longer serves the lock's slot\0");
         }
         Some(Answer::Grant(g)) => {
-            g.delivered.set(true);
+            g.delivered.delivered.set(true);
             let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
             LeaseReply {
                 id: &g.id,
@@ -565,7 +666,7 @@ unsafe extern "C" fn on_reply(
         }
         // Unblocked without a grant (BLOCK ran out, or the token space is exhausted): the
         // call fails like a contended one.
-        None => {
+        Some(Answer::Nil) | None => {
             stats::CONTENDED.incr();
             ctx.nil();
         }
@@ -582,7 +683,21 @@ unsafe extern "C" fn on_timeout(
     let mut ctx = Ctx(ctx);
     crate::commands::guard(ctx, "timeout", || {
         let bc = rm!(RedisModule_GetBlockedClientHandle)(ctx.0);
-        if forget(ctx, bc) {
+        // Queued, or taken off the queue with an answer not yet delivered; a client the
+        // module already unblocked never reaches this callback.
+        let was_waiting = if forget(ctx, bc) {
+            true
+        } else if let Some(answer) = take_pending(bc) {
+            // Its answer was decided but not delivered: it gets nil instead.
+            if matches!(answer, Answer::Grant(_)) {
+                stats::ACQUIRED.decr();
+            }
+            cancel(ctx, answer);
+            true
+        } else {
+            false
+        };
+        if was_waiting {
             stats::CONTENDED.incr();
             ctx.nil();
             // Redis frees a blocked client's handle only once the module unblocks it, even
@@ -602,6 +717,10 @@ unsafe extern "C" fn on_disconnect(
     crate::commands::guard(ctx, "disconnect", || {
         if forget(ctx, bc) {
             rm!(RedisModule_UnblockClient)(bc, std::ptr::null_mut());
+        } else if let Some(answer) = take_pending(bc) {
+            // Decided but not delivered: take the grant back.
+            cancel(ctx, answer);
+            rm!(RedisModule_UnblockClient)(bc, std::ptr::null_mut());
         }
     });
 }
@@ -614,7 +733,7 @@ unsafe extern "C" fn free_grant(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_
     let Answer::Grant(grant) = *Box::from_raw(privdata.cast::<Answer>()) else {
         return;
     };
-    if !grant.delivered.get() {
+    if grant.delivered.settle() {
         let lock = (grant.db, grant.key);
         let ctx = Ctx(ctx);
         crate::commands::guard(ctx, "free", || {

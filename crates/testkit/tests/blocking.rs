@@ -361,6 +361,48 @@ server_tests! {
         let v = query(&mut con, &[b"PYLOCK.CONFIRM", b"k", b"X"]);
         assert_eq!(Lease::from_value(&v).id, b"X", "the grant the second waiter received still holds");
     }
+
+    fn client_unblock_racing_a_hand_off_still_gets_exactly_one_answer(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        for mode in ["TIMEOUT", "ERROR"] {
+            let held = acquire(&mut con, "k", 60_000).unwrap();
+            let mut waiter = s.conn();
+            let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut waiter).unwrap();
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let r = redis::cmd("PYLOCK.ACQUIRE").arg("k").arg(60_000).arg("BLOCK").arg(0).query::<Value>(&mut waiter);
+                // The connection must still be in step: the next reply is PING's.
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut waiter);
+                let _ = tx.send((r.map_err(|e| testkit::error_text(&e)), pong.ok()));
+            });
+            until_waiters(&mut con, "k", 1);
+            // The release hands the lock over and CLIENT UNBLOCK arrives in the same turn.
+            let replies: Vec<Value> = redis::pipe()
+                .cmd("PYLOCK.RELEASE").arg("k").arg(&held.id)
+                .cmd("CLIENT").arg("UNBLOCK").arg(id).arg(mode)
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(replies[0], Value::Int(1));
+            let (r, pong) = rx.recv_timeout(Duration::from_secs(5)).expect("the waiter got an answer");
+            assert_eq!(pong.as_deref(), Some("PONG"), "{mode}: replies out of step after {r:?}");
+            match r {
+                // Unblocked before the hand-off reached it: nil (TIMEOUT) or the error (ERROR),
+                // and the grant it never received is taken back.
+                Ok(Value::Nil) | Err(_) => {
+                    wait_until(Duration::from_secs(5), || holder(&mut con, "k").is_none())
+                        .expect("the undelivered grant was revoked");
+                }
+                // Or the hand-off reached it first: it holds the lock.
+                Ok(v) => {
+                    let l = Lease::from_value(&v);
+                    assert_eq!(holder(&mut con, "k").unwrap().lease.id, l.id);
+                    query(&mut con, &[b"PYLOCK.RELEASE", b"k", &l.id]);
+                }
+            }
+            assert_eq!(waiting_total(&s), 0);
+        }
+    }
 }
 
 fn now_ms() -> i64 {
