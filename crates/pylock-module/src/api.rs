@@ -25,6 +25,9 @@ macro_rules! rm {
 }
 pub(crate) use rm;
 
+/// Unreachable once loaded: `init` refuses to load unless every function in `missing_required`
+/// is present, and `rm!` is only used on those. Were it reached, the panic is caught at the
+/// callback boundary (`commands::run` / `commands::guard`) and never unwinds into Redis.
 #[cold]
 pub(crate) fn missing(name: &str) -> ! {
     panic!("module API function {name} is not available")
