@@ -199,41 +199,43 @@ impl Ctx {
         true
     }
 
-    /// Propagates `PYLOCK.RESTORE key id token PXAT deadline`: the full state of a grant.
-    pub(crate) fn replicate_grant(self, key: &Arg, id: &[u8], token: i64, deadline_ms: i64) {
+    /// Propagates `PYLOCK.RESTORE key id token [PXAT deadline]`: the full state of a grant
+    /// (without a deadline only for a lock whose TTL was removed).
+    pub(crate) fn replicate_grant(
+        self,
+        key: &Arg,
+        id: &[u8],
+        token: i64,
+        deadline_ms: Option<i64>,
+    ) {
         if self.skip_effect() {
             return;
         }
+        let (cmd, fmt) = (c"PYLOCK.RESTORE".as_ptr(), c"sblcl".as_ptr());
+        let (key, buf, len) = (key.as_ptr(), id.as_ptr().cast::<c_char>(), id.len());
         unsafe {
-            rm!(RedisModule_Replicate)(
-                self.0,
-                c"PYLOCK.RESTORE".as_ptr(),
-                c"sblcl".as_ptr(),
-                key.as_ptr(),
-                id.as_ptr().cast::<c_char>(),
-                id.len(),
-                token as c_longlong,
-                c"PXAT".as_ptr(),
-                deadline_ms as c_longlong,
-            );
-        }
-    }
-
-    /// Propagates `PYLOCK.RESTORE key id token`: a lock without a deadline.
-    pub(crate) fn replicate_restore_persistent(self, key: &Arg, id: &[u8], token: i64) {
-        if self.skip_effect() {
-            return;
-        }
-        unsafe {
-            rm!(RedisModule_Replicate)(
-                self.0,
-                c"PYLOCK.RESTORE".as_ptr(),
-                c"sbl".as_ptr(),
-                key.as_ptr(),
-                id.as_ptr().cast::<c_char>(),
-                id.len(),
-                token as c_longlong,
-            );
+            match deadline_ms {
+                Some(at) => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    fmt,
+                    key,
+                    buf,
+                    len,
+                    token as c_longlong,
+                    c"PXAT".as_ptr(),
+                    at as c_longlong,
+                ),
+                None => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sbl".as_ptr(),
+                    key,
+                    buf,
+                    len,
+                    token as c_longlong,
+                ),
+            };
         }
     }
 

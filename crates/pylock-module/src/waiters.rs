@@ -198,7 +198,7 @@ pub(crate) fn hand_off(
     };
     lock_key.store(token, &lease_id, Some(deadline_ms));
     let key_arg = Arg::from_ptr(key);
-    ctx.replicate_grant(&key_arg, &lease_id, token, deadline_ms);
+    ctx.replicate_grant(&key_arg, &lease_id, token, Some(deadline_ms));
     ctx.signal_modified(&key_arg);
     stats::ACQUIRED.incr();
     let (db, key_box) = id.clone();

@@ -12,12 +12,6 @@ use std::time::Duration;
 use testkit::checker::{self, Config};
 use testkit::{redis, Kind, Server};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
     for _ in 0..ms / 10 {
         if done.load(Ordering::SeqCst) {
@@ -28,6 +22,8 @@ fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
     !done.load(Ordering::SeqCst)
 }
 
+use testkit::cli_arg as arg;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |name: &str, default: u64| {
@@ -37,11 +33,7 @@ fn main() {
     };
     let seconds = num("--seconds", 60);
     let faults = arg(&args, "--faults").unwrap_or_else(|| "all".into());
-    let kinds = match arg(&args, "--server").as_deref().unwrap_or("both") {
-        "redis" => vec![Kind::Redis],
-        "valkey" => vec![Kind::Valkey],
-        _ => vec![Kind::Redis, Kind::Valkey],
-    };
+    let kinds = Kind::from_option(arg(&args, "--server").as_deref());
     let mut failed = false;
     for kind in kinds {
         let cfg = Config {

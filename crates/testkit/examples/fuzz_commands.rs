@@ -6,21 +6,13 @@
 
 use testkit::{malformed, Kind, Server};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+use testkit::cli_arg as arg;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: u64 = arg(&args, "--count").map_or(100_000, |v| v.parse().expect("--count"));
     let seed: u64 = arg(&args, "--seed").map_or(0xf022, |v| v.parse().expect("--seed"));
-    let kinds = match arg(&args, "--server").as_deref().unwrap_or("both") {
-        "redis" => vec![Kind::Redis],
-        "valkey" => vec![Kind::Valkey],
-        _ => vec![Kind::Redis, Kind::Valkey],
-    };
+    let kinds = Kind::from_option(arg(&args, "--server").as_deref());
     let mut failed = false;
     for kind in kinds {
         let mut s = Server::start(kind);

@@ -318,14 +318,7 @@ impl Report {
             "checked: {} time-ordered grant pairs, {} proven validity intervals, {} server log entries",
             self.ordered_pairs, self.proven_intervals, self.log_entries
         );
-        if self.violations.is_empty() {
-            let _ = writeln!(s, "verdict: PASS, 0 violations");
-        } else {
-            let _ = writeln!(s, "verdict: FAIL, {} violations:", self.violations.len());
-            for v in self.violations.iter().take(30) {
-                let _ = writeln!(s, "  - {v}");
-            }
-        }
+        crate::write_verdict(&mut s, &self.violations);
         s
     }
 }

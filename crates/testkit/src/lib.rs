@@ -60,6 +60,15 @@ impl Kind {
         }
     }
 
+    /// The kinds a `--server redis|valkey|both` option names (anything else: both).
+    pub fn from_option(value: Option<&str>) -> Vec<Kind> {
+        match value {
+            Some("redis") => vec![Kind::Redis],
+            Some("valkey") => vec![Kind::Valkey],
+            _ => Kind::ALL.to_vec(),
+        }
+    }
+
     /// The name used in test output.
     pub fn name(self) -> &'static str {
         match self {
@@ -458,6 +467,27 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a loopback port")
+}
+
+/// The value after `name` on a command line (`--count 10` → `Some("10")`), for the scripts'
+/// examples.
+pub fn cli_arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Appends a run's verdict line, and up to 30 of its violations, to a report.
+pub(crate) fn write_verdict(out: &mut String, violations: &[String]) {
+    use std::fmt::Write as _;
+    if violations.is_empty() {
+        let _ = writeln!(out, "verdict: PASS, 0 violations");
+    } else {
+        let _ = writeln!(out, "verdict: FAIL, {} violations:", violations.len());
+        for v in violations.iter().take(30) {
+            let _ = writeln!(out, "  - {v}");
+        }
+    }
 }
 
 /// Reads `field` from the text of an `INFO` reply.

@@ -606,14 +606,7 @@ impl FuzzReport {
         for (k, n) in kinds {
             let _ = writeln!(s, "  {n:>6}  {k}");
         }
-        if self.violations.is_empty() {
-            let _ = writeln!(s, "verdict: PASS, 0 violations");
-        } else {
-            let _ = writeln!(s, "verdict: FAIL, {} violations:", self.violations.len());
-            for v in self.violations.iter().take(30) {
-                let _ = writeln!(s, "  - {v}");
-            }
-        }
+        crate::write_verdict(&mut s, &self.violations);
         s
     }
 }

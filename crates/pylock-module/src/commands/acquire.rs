@@ -55,7 +55,7 @@ pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
                     .as_bytes(),
             };
             lock_key.store(token, id, Some(deadline_ms));
-            ctx.replicate_grant(key, id, token, deadline_ms);
+            ctx.replicate_grant(key, id, token, Some(deadline_ms));
             ctx.signal_modified(key);
             stats::ACQUIRED.incr();
             LeaseReply {

@@ -52,10 +52,7 @@ pub(super) fn run(ctx: Ctx, args: &[Arg]) -> c_int {
     observe_token(token);
     // A replica's own AOF learns the grant from this (Redis never propagates module commands
     // verbatim); while loading, Redis propagates nothing.
-    match deadline {
-        Some(at) => ctx.replicate_grant(key, id, token, at),
-        None => ctx.replicate_restore_persistent(key, id, token),
-    }
+    ctx.replicate_grant(key, id, token, deadline);
     ctx.signal_modified(key);
     ctx.reply_ok()
 }
