@@ -418,19 +418,27 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Sends `signal` (a name `kill` understands: `STOP`, `CONT`, `KILL`…) to the server.
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, `TERM`, `INT` or `HUP`) to the server, with the
+    /// `kill(2)` system call: no `kill` binary is needed (a minimal Debian has none).
     ///
     /// # Panics
     ///
-    /// When the server is not running or `kill` fails.
+    /// When the server is not running, the name is unknown, or `kill(2)` fails.
     pub fn signal(&self, signal: &str) {
         let pid = self.pid().expect("server is not running");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+        let signo = match signal {
+            "STOP" => libc::SIGSTOP,
+            "CONT" => libc::SIGCONT,
+            "KILL" => libc::SIGKILL,
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "HUP" => libc::SIGHUP,
+            other => panic!("unknown signal name {other:?}"),
+        };
+        let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::kill(pid, signo) };
+        assert!(rc == 0, "kill -{signal} {pid} failed: {}", std::io::Error::last_os_error());
     }
 
     /// Whether the process is still running.
