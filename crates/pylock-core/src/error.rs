@@ -30,6 +30,17 @@ pub enum CommandError {
     NotHeld,
     /// Another lease holds the lock.
     NotOwned,
+    /// The fencing-token space is used up (a token would pass `i64::MAX`).
+    TokensExhausted,
+    /// A client called an internal command (`PYLOCK.RESTORE`), which only replication and AOF
+    /// loading may run.
+    InternalOnly,
+    /// `PYLOCK.RESTORE` got a token that is not a positive integer.
+    InvalidToken,
+    /// This cluster node no longer serves the lock's slot (a waiter whose key moved away).
+    TryAgain,
+    /// A panic was caught at the module's boundary; the server log has the details.
+    Internal,
 }
 
 /// The error code (first word) of [`CommandError::NotHeld`].
@@ -44,6 +55,7 @@ impl CommandError {
             Self::WrongType => "WRONGTYPE",
             Self::NotHeld => NOTHELD,
             Self::NotOwned => NOTOWNED,
+            Self::TryAgain => "TRYAGAIN",
             _ => "ERR",
         }
     }
@@ -65,6 +77,14 @@ impl CommandError {
             }
             Self::NotHeld => out.write_str("NOTHELD the lock is not held by any lease"),
             Self::NotOwned => out.write_str("NOTOWNED the lock is held by another lease"),
+            Self::TokensExhausted => out.write_str("ERR fencing tokens exhausted"),
+            Self::InternalOnly => write!(
+                out,
+                "ERR {command} is internal: only replication and AOF loading may call it"
+            ),
+            Self::InvalidToken => out.write_str("ERR invalid fencing token"),
+            Self::TryAgain => out.write_str("TRYAGAIN this node no longer serves the lock's slot"),
+            Self::Internal => out.write_str("ERR pylock internal error, see the server log"),
         }
     }
 
@@ -106,6 +126,29 @@ mod tests {
         ];
         for (err, text) in cases {
             assert_eq!(err.message("pylock.acquire"), text);
+            assert!(text.starts_with(err.code()));
+        }
+        let module_texts = [
+            (
+                CommandError::TokensExhausted,
+                "ERR fencing tokens exhausted",
+            ),
+            (
+                CommandError::InternalOnly,
+                "ERR pylock.restore is internal: only replication and AOF loading may call it",
+            ),
+            (CommandError::InvalidToken, "ERR invalid fencing token"),
+            (
+                CommandError::TryAgain,
+                "TRYAGAIN this node no longer serves the lock's slot",
+            ),
+            (
+                CommandError::Internal,
+                "ERR pylock internal error, see the server log",
+            ),
+        ];
+        for (err, text) in module_texts {
+            assert_eq!(err.message("pylock.restore"), text);
             assert!(text.starts_with(err.code()));
         }
         assert!(CommandError::NotHeld.message("x").starts_with("NOTHELD "));

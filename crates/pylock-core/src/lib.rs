@@ -8,6 +8,8 @@
 //!   them back out, so the module and the client share a single definition of the wire format.
 //! - [`lease`]: the lease rules, as pure functions of the stored state, the request and `now`.
 //! - [`token`]: fencing-token allocation.
+//! - [`queue`]: the rules of fair waiting: FIFO hand-off, same-LEASE retries, taking back a
+//!   grant nobody received, BLOCK timeouts.
 //! - [`reply`]: the shapes of the replies, written through a [`reply::ReplySink`] so that the
 //!   module can emit them without allocating and the client can parse them back.
 //!
@@ -17,6 +19,7 @@ pub mod command;
 pub mod error;
 pub mod int;
 pub mod lease;
+pub mod queue;
 pub mod reply;
 pub mod token;
 
