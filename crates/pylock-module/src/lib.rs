@@ -2,26 +2,46 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the slice of the module API used, behind small wrappers; the reply sink.
+//! Layers call downwards only; nothing calls up.
+//!
+//! ```text
+//! lib (init) ─┬─ commands/   one file per command: parse, decide (pylock-core), effect, reply
+//!             │     │
+//!             │  blocking/   fair waiting: queues, hand-off, delivery, timers, events
+//!             │     │
+//!             │  effects     every change to a lock: store + replicate + signal + count
+//!             │     │
+//!             │  storage     the `pylock-lk` data type, typed lock keys, the token sequence
+//!             │     │
+//!             ├─ stats       the `INFO pylock` counters
+//!             ├─ propagation whether a replicated effect would reach anyone (AOF, replicas)
+//!             │     │
+//!             └─ api         all unsafe: the module API behind safe wrappers, the callback
+//!                            trampolines and the panic guard
+//! ```
+//!
+//! - [`commands`]: one file per command; each owns its parsing, its decision, its effect and
+//!   its reply.
+//! - [`blocking`]: `ACQUIRE … BLOCK`: per-lock FIFO queues, the hand-off, the deferred
+//!   delivery of answers, timers and events. The queue rules are pure, in `pylock_core::queue`.
+//! - [`effects`]: grant, renew, release, revoke, restore.
 //! - [`storage`]: the `pylock-lk` data type (RDB, AOF rewrite, digest, memory), the key
 //!   accessor, and the server-wide fencing-token sequence.
-//! - [`commands`]: one file per command; each owns its parsing, effect, replication and reply.
-//! - [`waiters`]: fair blocking acquire: per-lock FIFO queues, timers, hand-off.
 //! - [`stats`]: the `INFO pylock` counters.
-//! - [`propagation`]: whether a replicated effect would reach anyone (AOF, replicas).
+//! - [`propagation`]: whether a replicated effect would reach anyone.
+//! - [`api`]: every call into Redis and every callback from it.
 //!
 //! The lease rules themselves live in `pylock-core`, which has no Redis in it.
 
-use std::ffi::c_int;
-
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{redis_module, Context, RedisString, Status};
 
 mod api;
+mod blocking;
 mod commands;
+mod effects;
 mod propagation;
 mod stats;
 mod storage;
-mod waiters;
 
 use storage::LOCK_TYPE;
 
@@ -32,21 +52,15 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ));
         return Status::Err;
     }
-    unsafe {
-        // Signal WATCH only for keys we change, not for every key opened for writing.
-        api::rm!(RedisModule_SetModuleOptions)(
-            ctx.ctx,
-            raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
-        );
-    }
-    if let Err(e) = commands::register(ctx.ctx).and_then(|()| waiters::subscribe(ctx.ctx)) {
+    // SAFETY: the context Redis passed to the module's OnLoad.
+    let c = unsafe { api::init_ctx(ctx.ctx) };
+    api::configure(c);
+    if let Err(e) = commands::register(c).and_then(|()| blocking::subscribe(c)) {
         ctx.log_warning(&format!("pylock: {e}"));
         return Status::Err;
     }
     // Effects are built only while AOF or a replication stream can take them.
-    propagation::track(ctx.ctx);
-    // Replaces the toolkit's default info callback with the `INFO pylock` section.
-    unsafe { api::rm!(RedisModule_RegisterInfoFunc)(ctx.ctx, Some(stats::info)) };
+    propagation::track(c);
     Status::Ok
 }
 

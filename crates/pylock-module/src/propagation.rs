@@ -25,88 +25,55 @@
 //! - the backlog of a primary whose replicas left is freed later (`repl-backlog-ttl`): the cache
 //!   stays "may exist" until the next fork or role change finds it gone.
 
-use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis_module::raw;
+use crate::api::{self, Ctx, Flags, ServerEvent, ServerEventHandler};
 
 /// False only while no replication stream can exist (see the module docs).
 static STREAM_MAY_EXIST: AtomicBool = AtomicBool::new(true);
 
 /// Whether an effect replicated in a context with these flags would be written anywhere.
-pub(crate) fn effects_needed(flags: c_int) -> bool {
-    if flags & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0 {
+pub(crate) fn effects_needed(flags: Flags) -> bool {
+    if flags.aof() {
         return true;
     }
     // A replica propagates to its AOF only: its own replicas get its primary's stream.
-    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 {
+    if flags.is_replica() {
         return false;
     }
     STREAM_MAY_EXIST.load(Ordering::Relaxed)
 }
 
-/// Subscribes to the events that can create a replication stream and reads the current state.
-/// Without the events (an old server), effects are always built.
-pub(crate) fn track(ctx: *mut raw::RedisModuleCtx) {
-    let Some(subscribe) = (unsafe { raw::RedisModule_SubscribeToServerEvent }) else {
-        return;
-    };
-    // Forks (a full sync's snapshot), role changes, the end of loading (a primary restarted
-    // from an RDB with replication info keeps a backlog, and its replicas come back by partial
-    // resync, with no fork) and replicas coming or going.
+/// Subscribes to the events that can create a replication stream (forks, a full sync's
+/// snapshot among them; role changes; the end of loading, since a primary restarted from an
+/// RDB with replication info keeps a backlog and its replicas come back by partial resync with
+/// no fork; replicas coming or going) and reads the current state. Without server events (an
+/// old server), effects are always built.
+pub(crate) fn track(ctx: Ctx) {
     let events = [
-        raw::REDISMODULE_EVENT_FORK_CHILD,
-        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-        raw::REDISMODULE_EVENT_LOADING,
-        raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+        ServerEvent::ForkChild,
+        ServerEvent::RoleChanged,
+        ServerEvent::Loading,
+        ServerEvent::ReplicaChange,
     ];
-    for id in events {
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
-        if unsafe { subscribe(ctx, event, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-            return;
-        }
+    if api::subscribe_server_events::<Tracker>(ctx, &events) {
+        recheck(ctx);
     }
-    recheck(ctx);
 }
 
-unsafe extern "C" fn on_event(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut c_void,
-) {
-    // Any fork (a full sync's among them) and any role change: read the state again.
-    recheck(ctx);
+struct Tracker;
+
+impl ServerEventHandler for Tracker {
+    fn event(ctx: Ctx, _event: ServerEvent) {
+        // Any fork (a full sync's among them), role change, load or replica change: read the
+        // state again.
+        recheck(ctx);
+    }
 }
 
 /// Sets the cache from `INFO replication`: "none" only if it shows no replica and no backlog.
-fn recheck(ctx: *mut raw::RedisModuleCtx) {
-    STREAM_MAY_EXIST.store(!replication_idle(ctx), Ordering::Relaxed);
-}
-
-fn replication_idle(ctx: *mut raw::RedisModuleCtx) -> bool {
-    let fns = unsafe {
-        (
-            raw::RedisModule_GetServerInfo,
-            raw::RedisModule_ServerInfoGetFieldSigned,
-            raw::RedisModule_FreeServerInfo,
-        )
-    };
-    let (Some(get), Some(field), Some(free)) = fns else {
-        return false;
-    };
-    unsafe {
-        let info = get(ctx, c"replication".as_ptr());
-        if info.is_null() {
-            return false;
-        }
-        let zero = |name: &std::ffi::CStr| {
-            let mut err: c_int = 0;
-            let v = field(info, name.as_ptr(), &mut err);
-            err == 0 && v == 0
-        };
-        let idle = zero(c"connected_slaves") && zero(c"repl_backlog_active");
-        free(ctx, info);
-        idle
-    }
+fn recheck(ctx: Ctx) {
+    let zero = |field| ctx.server_info_int(c"replication", field) == Some(0);
+    let idle = zero(c"connected_slaves") && zero(c"repl_backlog_active");
+    STREAM_MAY_EXIST.store(!idle, Ordering::Relaxed);
 }

@@ -1,11 +1,8 @@
 //! Counters since start, shown by `INFO pylock`.
 
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis_module::raw;
-
-use crate::api::rm;
+use crate::api::InfoSink;
 
 /// One counter per outcome; each call of a command lands in exactly one.
 pub(crate) struct Counter(AtomicU64);
@@ -21,7 +18,7 @@ impl Counter {
     pub(crate) fn decr(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-    fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -41,37 +38,29 @@ pub(crate) static NOTHELD: Counter = Counter::new();
 /// CONFIRM or RELEASE answered NOTOWNED.
 pub(crate) static NOTOWNED: Counter = Counter::new();
 
-/// Clients blocked waiting for any lock right now.
-pub(crate) fn waiting() -> u64 {
-    crate::waiters::total()
-}
+/// Not a counter: clients blocked waiting for any lock right now. `blocking` raises it when a
+/// client starts waiting and lowers it when its wait ends, however it ends.
+pub(crate) static WAITING: Counter = Counter::new();
 
-/// The `INFO pylock` section.
-pub(crate) unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
-    // An empty section name makes the section just "pylock", the module's name.
-    if rm!(RedisModule_InfoAddSection)(ctx, c"".as_ptr()) != raw::REDISMODULE_OK as i32 {
-        return; // this section was not asked for
-    }
-    let fields: [(&str, u64); 9] = [
-        ("acquired", ACQUIRED.get()),
-        ("contended", CONTENDED.get()),
-        ("released", RELEASED.get()),
-        ("confirmed", CONFIRMED.get()),
-        ("extended", EXTENDED.get()),
-        ("notheld", NOTHELD.get()),
-        ("notowned", NOTOWNED.get()),
-        ("waiting", waiting()),
+/// Writes the `INFO pylock` section's fields.
+pub(crate) fn info(out: &mut InfoSink) {
+    let fields = [
+        (c"acquired", ACQUIRED.get()),
+        (c"contended", CONTENDED.get()),
+        (c"released", RELEASED.get()),
+        (c"confirmed", CONFIRMED.get()),
+        (c"extended", EXTENDED.get()),
+        (c"notheld", NOTHELD.get()),
+        (c"notowned", NOTOWNED.get()),
+        (c"waiting", WAITING.get()),
         // Not a counter: the largest fencing token granted or seen. Operators (and the tests)
         // use it to check that a replica or a restarted server continues the sequence.
         (
-            "token_high_water",
+            c"token_high_water",
             u64::try_from(crate::storage::token_high_water()).unwrap_or(0),
         ),
     ];
     for (name, value) in fields {
-        let Ok(name) = CString::new(name) else {
-            continue;
-        };
-        rm!(RedisModule_InfoAddFieldULongLong)(ctx, name.as_ptr(), value);
+        out.field(name, value);
     }
 }

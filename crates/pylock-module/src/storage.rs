@@ -16,7 +16,7 @@ use pylock_core::{LeaseState, TokenClock, MAX_LEASE_ID_LEN};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::api::{rm, Arg, Ctx};
+use crate::api::{guard, Arg, Content, Ctx, Digest, Io, Key, Mode, Read, Write};
 
 /// The stored value of a held lock: one allocation holding the fencing token, the id's length
 /// and the id itself (`[token: i64][len: u32][id: len bytes]`). A 36-byte UUID makes it
@@ -180,61 +180,58 @@ pub(crate) fn observe_token(token: i64) {
     TOKEN_HIGH_WATER.fetch_max(token, Ordering::Relaxed);
 }
 
+/// Adapts the server-wide token sequence to the pure rules.
+pub(crate) struct TokenSource;
+
+impl pylock_core::lease::Tokens for TokenSource {
+    fn next(&mut self, now_ms: i64) -> Option<i64> {
+        next_token(now_ms)
+    }
+}
+
 /// The key holds a value of another type.
 pub(crate) struct WrongType;
 
-/// An open key; closed on drop.
-pub(crate) struct LockKey {
-    ptr: *mut raw::RedisModuleKey,
+/// A lock's key, open for reading ([`Read`]) or writing ([`Write`]).
+pub(crate) struct LockKey<M: Mode>(Key<M>);
+
+impl LockKey<Read> {
+    /// Opens `name` for reading: a key that does not exist or has expired reads as empty.
+    pub(crate) fn read(ctx: Ctx, name: &Arg) -> Self {
+        Self(ctx.open_read(name))
+    }
 }
 
-impl LockKey {
-    /// Opens `name` for reading (`write == false`) or writing. A key opened for reading that
-    /// does not exist (or has expired, as Redis judges it) reads as empty.
-    pub(crate) fn open(ctx: Ctx, name: &Arg, write: bool) -> Self {
-        let mode = if write {
-            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
-        } else {
-            raw::REDISMODULE_READ
-        };
-        let ptr = unsafe { rm!(RedisModule_OpenKey)(ctx.0, name.as_ptr(), mode as c_int) };
-        Self { ptr: ptr.cast() }
+impl LockKey<Write> {
+    /// Opens `name` for writing.
+    pub(crate) fn write(ctx: Ctx, name: &Arg) -> Self {
+        Self(ctx.open_write(name))
     }
+}
 
+fn lock_type() -> *mut raw::RedisModuleType {
+    *LOCK_TYPE.raw_type.borrow()
+}
+
+impl<M: Mode> LockKey<M> {
     /// The lock stored here: `Ok(None)` if the key is empty.
     ///
     /// # Errors
     ///
     /// [`WrongType`] if the key holds any other type.
     pub(crate) fn lock(&self) -> Result<Option<LockRef<'_>>, WrongType> {
-        if self.ptr.is_null() {
-            return Ok(None);
-        }
-        unsafe {
-            match rm!(RedisModule_KeyType)(self.ptr) as isize {
-                raw::REDISMODULE_KEYTYPE_EMPTY => Ok(None),
-                raw::REDISMODULE_KEYTYPE_MODULE
-                    if rm!(RedisModule_ModuleTypeGetType)(self.ptr)
-                        == *LOCK_TYPE.raw_type.borrow() =>
-                {
-                    // SAFETY: a value of our type is always made by `Lock::into_raw`, and the
-                    // borrow of `self` keeps the key open.
-                    Ok(LockRef::from_raw(rm!(RedisModule_ModuleTypeGetValue)(
-                        self.ptr,
-                    )))
-                }
-                _ => Err(WrongType),
-            }
+        match self.0.content(lock_type()) {
+            Content::Empty => Ok(None),
+            // SAFETY: a value of our type is always made by `Lock::into_raw`, and the borrow
+            // of `self` keeps the key open.
+            Content::Ours(value) => Ok(unsafe { LockRef::from_raw(value) }),
+            Content::Other => Err(WrongType),
         }
     }
 
     /// The key's absolute expiry in Unix ms, `None` if it has none.
     pub(crate) fn expires_at_ms(&self) -> Option<i64> {
-        if self.ptr.is_null() {
-            return None;
-        }
-        let at = unsafe { rm!(RedisModule_GetAbsExpire)(self.ptr) };
-        (at >= 0).then_some(at)
+        self.0.expires_at_ms()
     }
 
     /// The lease state as the pure rules see it.
@@ -249,83 +246,82 @@ impl LockKey {
             expires_at_ms: self.expires_at_ms(),
         }))
     }
+}
 
+impl LockKey<Write> {
     /// Stores a lock of `token` and `id` (replacing whatever the key held) with an absolute
-    /// deadline. The key must have been opened for writing. Callers have checked `id` against
-    /// `MAX_LEASE_ID_LEN`.
+    /// deadline. Callers have checked `id` against `MAX_LEASE_ID_LEN`.
     pub(crate) fn store(&mut self, token: i64, id: &[u8], deadline_ms: Option<i64>) {
         let Some(lock) = Lock::new(token, id) else {
             return;
         };
-        let value = lock.into_raw();
-        unsafe {
-            let status =
-                rm!(RedisModule_ModuleTypeSetValue)(self.ptr, *LOCK_TYPE.raw_type.borrow(), value);
-            if status != raw::REDISMODULE_OK as c_int {
-                // Redis did not take ownership; reclaim the value rather than leak it.
-                drop(Lock::from_raw(value));
-                return;
-            }
+        if let Err(value) = self.0.set_value(lock_type(), lock.into_raw()) {
+            // Redis did not take ownership; reclaim the value rather than leak it.
+            // SAFETY: made by `into_raw` just above and not handed to Redis.
+            drop(unsafe { Lock::from_raw(value) });
+            return;
         }
         if let Some(at) = deadline_ms {
             self.set_deadline(at);
         }
     }
 
-    /// Moves the key's absolute expiry. The key must have been opened for writing. The stored
-    /// value is untouched, so borrows of it stay valid.
+    /// Moves the key's absolute expiry. The stored value is untouched, so borrows of it stay
+    /// valid.
     pub(crate) fn set_deadline(&self, deadline_ms: i64) {
-        unsafe { rm!(RedisModule_SetAbsExpire)(self.ptr, deadline_ms) };
+        self.0.set_deadline(deadline_ms);
     }
 
-    /// Deletes the key. The key must have been opened for writing.
+    /// Deletes the key.
     pub(crate) fn delete(&mut self) {
-        unsafe { rm!(RedisModule_DeleteKey)(self.ptr) };
-    }
-}
-
-impl Drop for LockKey {
-    fn drop(&mut self) {
-        if !self.ptr.is_null() {
-            unsafe { rm!(RedisModule_CloseKey)(self.ptr) };
-        }
+        self.0.delete();
     }
 }
 
 // ---- data type callbacks -------------------------------------------------------------------
 //
-// RDB encoding, version 0: signed token, then the lease id as a string buffer.
+// RDB encoding, version 0: signed token, then the lease id as a string buffer. Every callback
+// body runs under `guard`; reads go through `Io`, which checks Redis's I/O error flag
+// (`HANDLE_IO_ERRORS` is set in `init`), so a short or corrupt payload is refused, not fatal.
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
-    let id = lock.id();
-    rm!(RedisModule_SaveSigned)(io, lock.token());
-    rm!(RedisModule_SaveStringBuffer)(io, id.as_ptr().cast(), id.len());
+    let mut io = Io::from_raw(io);
+    guard(std::ptr::null_mut(), "rdb_save", || {
+        io.save_signed(lock.token());
+        io.save_bytes(lock.id());
+    });
 }
 
 unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    let mut io = Io::from_raw(io);
+    // NULL makes Redis fail the load (a file) or answer `Bad data format` (RESTORE), never
+    // store a half-read lock.
+    guard(std::ptr::null_mut(), "rdb_load", || {
+        load_lock(&mut io, encver)
+    })
+    .flatten()
+    .map_or(std::ptr::null_mut(), Lock::into_raw)
+}
+
+/// Reads one lock of encoding `encver`. `None` for a version this module does not know (a
+/// newer module wrote it), a short or corrupt payload, or values no grant could have made.
+fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
     if encver != ENCODING_VERSION {
-        // Redis fails the load when this returns NULL: better than misreading a newer format.
-        return std::ptr::null_mut();
+        return None;
     }
-    let token = rm!(RedisModule_LoadSigned)(io);
-    let mut len = 0;
-    let buf = rm!(RedisModule_LoadStringBuffer)(io, &mut len);
-    if buf.is_null() {
-        return std::ptr::null_mut();
-    }
-    let lock = match std::slice::from_raw_parts(buf.cast::<u8>(), len) {
-        id if token > 0 && !id.is_empty() && id.len() <= MAX_LEASE_ID_LEN => Lock::new(token, id),
-        _ => None,
-    };
-    rm!(RedisModule_Free)(buf.cast());
-    let Some(lock) = lock else {
-        return std::ptr::null_mut();
-    };
+    let token = io.load_signed()?;
+    let lock = io
+        .load_bytes(|id| {
+            (token > 0 && !id.is_empty() && id.len() <= MAX_LEASE_ID_LEN)
+                .then(|| Lock::new(token, id))
+                .flatten()
+        })
+        .flatten()?;
     observe_token(token);
-    lock.into_raw()
+    Some(lock)
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -336,17 +332,11 @@ unsafe extern "C" fn aof_rewrite(
     let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
-    let id = lock.id();
-    // Redis writes the key's PEXPIREAT right after this command.
-    rm!(RedisModule_EmitAOF)(
-        aof,
-        c"PYLOCK.RESTORE".as_ptr(),
-        c"sbl".as_ptr(),
-        key,
-        id.as_ptr(),
-        id.len(),
-        lock.token(),
-    );
+    let mut io = Io::from_raw(aof);
+    // SAFETY: `key` is the key of this callback.
+    guard(std::ptr::null_mut(), "aof_rewrite", || unsafe {
+        io.emit_restore(key, lock.id(), lock.token())
+    });
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
@@ -357,10 +347,12 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     let Some(lock) = LockRef::from_raw(value) else {
         return;
     };
-    let id = lock.id();
-    rm!(RedisModule_DigestAddStringBuffer)(md, id.as_ptr().cast_mut().cast(), id.len());
-    rm!(RedisModule_DigestAddLongLong)(md, lock.token());
-    rm!(RedisModule_DigestEndSequence)(md);
+    let mut md = Digest::from_raw(md);
+    guard(std::ptr::null_mut(), "digest", || {
+        md.add_bytes(lock.id());
+        md.add_int(lock.token());
+        md.end_sequence();
+    });
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
@@ -370,13 +362,23 @@ unsafe extern "C" fn free(value: *mut c_void) {
 /// The token high-water mark travels in every RDB (and AOF preamble), so a restart never
 /// reissues a token of a lease that was released before the save.
 unsafe extern "C" fn aux_save(io: *mut raw::RedisModuleIO, _when: c_int) {
-    rm!(RedisModule_SaveSigned)(io, TOKEN_HIGH_WATER.load(Ordering::Relaxed));
+    let mut io = Io::from_raw(io);
+    guard(std::ptr::null_mut(), "aux_save", || {
+        io.save_signed(TOKEN_HIGH_WATER.load(Ordering::Relaxed));
+    });
 }
 
 unsafe extern "C" fn aux_load(io: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
-    if encver != ENCODING_VERSION {
-        return raw::REDISMODULE_ERR as c_int;
+    let mut io = Io::from_raw(io);
+    let loaded = guard(std::ptr::null_mut(), "aux_load", || {
+        if encver != ENCODING_VERSION {
+            return false;
+        }
+        io.load_signed().map(observe_token).is_some()
+    });
+    if loaded == Some(true) {
+        raw::REDISMODULE_OK as c_int
+    } else {
+        raw::REDISMODULE_ERR as c_int
     }
-    observe_token(rm!(RedisModule_LoadSigned)(io));
-    raw::REDISMODULE_OK as c_int
 }

@@ -3,55 +3,63 @@
 //! Held by that lease: the lease reply, after moving the deadline to now + ttl with EXTEND.
 //! Not held: `NOTHELD`. Held by another lease: `NOTOWNED`, and the lock is untouched.
 //!
-//! Replication: EXTEND propagates `PEXPIREAT key deadline`; a plain confirm propagates nothing.
-
-use std::ffi::c_int;
+//! Replication (through `effects`): EXTEND propagates `PEXPIREAT key deadline`; a plain
+//! confirm propagates nothing. Counted: `extended` or `confirmed`; `notheld` or `notowned`.
 
 use pylock_core::lease::{self, Outcome};
-use pylock_core::{CommandError, Confirm, LeaseReply};
+use pylock_core::{CommandError, LeaseReply};
 
-use crate::api::{raw_ok, Arg, Ctx};
+use crate::api::{Arg, Command, Ctx, Replied};
+use crate::effects;
 use crate::stats;
 use crate::storage::LockKey;
 
-pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
-    let [_, key, rest @ ..] = args else {
-        return ctx.reply_error(CommandError::WrongArity, Confirm::NAME);
-    };
-    let now = ctx.now_ms();
-    let req = match Confirm::parse(rest, now) {
-        Ok(req) => req,
-        Err(e) => return ctx.reply_error(e, Confirm::NAME),
-    };
-    // Opened for writing even without EXTEND: a write command must not make the read-path
-    // lookup (which would count keyspace hits and, on a replica, hide expired keys).
-    let lock_key = LockKey::open(ctx, key, true);
-    let state = match lock_key.state() {
-        Ok(state) => state,
-        Err(_) => return ctx.reply_error(CommandError::WrongType, Confirm::NAME),
-    };
-    let outcome = lease::confirm(state, &req, now);
-    let (Ok(outcome), Some(held)) = (outcome, state) else {
-        return super::refuse(ctx, outcome.err(), Confirm::NAME);
-    };
-    let ttl_ms = match outcome {
-        Outcome::Renewed { deadline_ms } => {
-            lock_key.set_deadline(deadline_ms);
-            ctx.replicate_deadline(key, deadline_ms);
-            ctx.signal_modified(key);
-            stats::EXTENDED.incr();
-            deadline_ms - now
-        }
-        _ => {
-            stats::CONFIRMED.incr();
-            held.ttl_ms(now)
-        }
-    };
-    LeaseReply {
-        id: held.id,
-        token: held.token,
-        ttl_ms,
+pub(super) struct Confirm;
+
+impl Command for Confirm {
+    const NAME: &'static str = pylock_core::Confirm::NAME;
+    const FLAGS: &'static std::ffi::CStr = c"write fast";
+    const ACL: &'static std::ffi::CStr = c"write fast";
+
+    fn run(ctx: Ctx, args: &[Arg]) -> Replied {
+        let [_, key, rest @ ..] = args else {
+            return ctx.reply_error(CommandError::WrongArity, Self::NAME);
+        };
+        let now = ctx.now_ms();
+        let req = match pylock_core::Confirm::parse(rest, now) {
+            Ok(req) => req,
+            Err(e) => return ctx.reply_error(e, Self::NAME),
+        };
+        // Opened for writing even without EXTEND: a write command must not make the read-path
+        // lookup (which would count keyspace hits and, on a replica, hide expired keys).
+        let lock = LockKey::write(ctx, key);
+        let state = match lock.state() {
+            Ok(state) => state,
+            Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
+        };
+        let held = match (lease::confirm(state, &req, now), state) {
+            (Ok(outcome), Some(held)) => (outcome, held),
+            (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
+            (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
+        };
+        let (outcome, held) = held;
+        let ttl_ms = match outcome {
+            Outcome::Renewed { deadline_ms } => {
+                effects::renew(ctx, key, &lock, deadline_ms, &stats::EXTENDED);
+                deadline_ms - now
+            }
+            _ => {
+                stats::CONFIRMED.incr();
+                held.ttl_ms(now)
+            }
+        };
+        ctx.reply_with(|out| {
+            LeaseReply {
+                id: held.id,
+                token: held.token,
+                ttl_ms,
+            }
+            .write(out)
+        })
     }
-    .write(&mut ctx);
-    raw_ok()
 }

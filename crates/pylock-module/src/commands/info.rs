@@ -3,39 +3,41 @@
 //! Not held: nil. Held: `lease <id> token <int> ttl <ms> waiters <int>`. A read: it answers on
 //! read-only replicas too, where a lease past its deadline reads as free.
 
-use std::ffi::c_int;
-
 use pylock_core::reply::InfoReply;
-use pylock_core::{CommandError, Info, LeaseReply, ReplySink};
+use pylock_core::{CommandError, LeaseReply};
 
-use crate::api::{raw_ok, Arg, Ctx};
+use crate::api::{Arg, Command, Ctx, Replied};
+use crate::blocking;
 use crate::storage::LockKey;
-use crate::waiters;
 
-pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
-    let [_, key, rest @ ..] = args else {
-        return ctx.reply_error(CommandError::WrongArity, Info::NAME);
-    };
-    if let Err(e) = Info::parse(rest) {
-        return ctx.reply_error(e, Info::NAME);
-    }
-    let now = ctx.now_ms();
-    let lock_key = LockKey::open(ctx, key, false);
-    match lock_key.state() {
-        Err(_) => return ctx.reply_error(CommandError::WrongType, Info::NAME),
-        Ok(Some(held)) if held.is_live(now) => {
-            let lease = LeaseReply {
-                id: held.id,
-                token: held.token,
-                ttl_ms: held.ttl_ms(now),
-            };
-            InfoReply {
-                lease,
-                waiters: waiters::count(ctx, key.as_ref()),
-            }
-            .write(&mut ctx);
+pub(super) struct Info;
+
+impl Command for Info {
+    const NAME: &'static str = pylock_core::Info::NAME;
+    const FLAGS: &'static std::ffi::CStr = c"readonly fast";
+    const ACL: &'static std::ffi::CStr = c"read fast";
+
+    fn run(ctx: Ctx, args: &[Arg]) -> Replied {
+        let [_, key, rest @ ..] = args else {
+            return ctx.reply_error(CommandError::WrongArity, Self::NAME);
+        };
+        if let Err(e) = pylock_core::Info::parse(rest) {
+            return ctx.reply_error(e, Self::NAME);
         }
-        Ok(_) => ctx.nil(),
+        let now = ctx.now_ms();
+        let lock = LockKey::read(ctx, key);
+        match lock.state() {
+            Err(_) => ctx.reply_error(CommandError::WrongType, Self::NAME),
+            Ok(Some(held)) if held.is_live(now) => {
+                let lease = LeaseReply {
+                    id: held.id,
+                    token: held.token,
+                    ttl_ms: held.ttl_ms(now),
+                };
+                let waiters = blocking::count(ctx, key.as_ref());
+                ctx.reply_with(|out| InfoReply { lease, waiters }.write(out))
+            }
+            Ok(_) => ctx.reply_nil(),
+        }
     }
-    raw_ok()
 }

@@ -1,46 +1,49 @@
 //! `PYLOCK.RELEASE key lease-id`
 //!
-//! Held by that lease: delete the lock, answer 1, and hand the lock to the longest waiter. Not held: `NOTHELD`. Held by another lease:
-//! `NOTOWNED`, and the other holder's lock is untouched.
+//! Held by that lease: delete the lock, answer 1, and hand the lock to the longest waiter.
+//! Not held: `NOTHELD`. Held by another lease: `NOTOWNED`, and the other holder's lock is
+//! untouched.
 //!
-//! Replication: a release propagates `DEL key`; a hand-off to a waiter then propagates its
-//! grant like any other.
-
-use std::ffi::c_int;
+//! Replication (through `effects`): a release propagates `DEL key`; a hand-off to a waiter
+//! then propagates its grant like any other. Counted: `released`; `notheld` or `notowned`.
 
 use pylock_core::lease;
-use pylock_core::{CommandError, Release, ReplySink};
+use pylock_core::{CommandError, ReplySink};
 
-use crate::api::{raw_ok, Arg, Ctx};
-use crate::stats;
+use crate::api::{Arg, Command, Ctx, Replied};
+use crate::blocking;
+use crate::effects;
 use crate::storage::LockKey;
-use crate::waiters;
 
-pub(super) fn run(mut ctx: Ctx, args: &[Arg]) -> c_int {
-    let [_, key, rest @ ..] = args else {
-        return ctx.reply_error(CommandError::WrongArity, Release::NAME);
-    };
-    let req = match Release::parse(rest) {
-        Ok(req) => req,
-        Err(e) => return ctx.reply_error(e, Release::NAME),
-    };
-    let now = ctx.now_ms();
-    let mut lock_key = LockKey::open(ctx, key, true);
-    let outcome = match lock_key.state() {
-        Ok(state) => lease::release(state, &req, now),
-        Err(_) => return ctx.reply_error(CommandError::WrongType, Release::NAME),
-    };
-    if let Err(e) = outcome {
-        return super::refuse(ctx, Some(e), Release::NAME);
+pub(super) struct Release;
+
+impl Command for Release {
+    const NAME: &'static str = pylock_core::Release::NAME;
+    const FLAGS: &'static std::ffi::CStr = c"write fast";
+    const ACL: &'static std::ffi::CStr = c"write fast";
+
+    fn run(ctx: Ctx, args: &[Arg]) -> Replied {
+        let [_, key, rest @ ..] = args else {
+            return ctx.reply_error(CommandError::WrongArity, Self::NAME);
+        };
+        let req = match pylock_core::Release::parse(rest) {
+            Ok(req) => req,
+            Err(e) => return ctx.reply_error(e, Self::NAME),
+        };
+        let now = ctx.now_ms();
+        let mut lock = LockKey::write(ctx, key);
+        let outcome = match lock.state() {
+            Ok(state) => lease::release(state, &req, now),
+            Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
+        };
+        if let Err(e) = outcome {
+            return super::refuse(ctx, e, Self::NAME);
+        }
+        effects::release(ctx, key, &mut lock);
+        // The longest waiter gets the lock before any other command can run.
+        if blocking::has_waiters(ctx, key.as_ref()) {
+            blocking::hand_off(ctx, key, &mut lock, now);
+        }
+        ctx.reply_with(|out| out.int(1))
     }
-    lock_key.delete();
-    ctx.replicate_delete(key);
-    ctx.signal_modified(key);
-    stats::RELEASED.incr();
-    // The longest waiter gets the lock before any other command can run.
-    if waiters::has_waiters(ctx, key.as_ref()) {
-        waiters::hand_off(ctx, key.as_ptr(), &mut lock_key, now);
-    }
-    ctx.int(1);
-    raw_ok()
 }

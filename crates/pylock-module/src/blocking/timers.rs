@@ -1,0 +1,193 @@
+//! The module timers of blocking: a deadline timer per queue (hand the lock over when its
+//! holder's lease ends), one timer for every BLOCK timeout, and one-shot revocations.
+//!
+//! Timers never write on a replica (after a role change the primary decides the lock) or
+//! while writes are paused: they retry every [`PAUSE_POLL_MS`] until the pause ends.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use pylock_core::queue::Delivery;
+
+use crate::api::{self, Ctx, TimerJob, Write};
+use crate::effects;
+use crate::storage::LockKey;
+
+use super::delivery::{self, AcquireWaiter, InTimer};
+use super::{LockId, REGISTRY};
+
+/// How often a timer retries a hand-off or a revocation while writes are paused.
+const PAUSE_POLL_MS: i64 = 10;
+
+/// What a timer does when it fires.
+pub(crate) enum Job {
+    /// Hand the lock to its waiters if it is free (else re-arm at the holder's deadline).
+    Serve(LockId),
+    /// A grant never reached its client: take it back if it still holds the lock, unchanged
+    /// since (same deadline), and no other waiter answered with it received it.
+    Revoke {
+        lock: LockId,
+        lease: Rc<[u8]>,
+        token: i64,
+        deadline_ms: i64,
+        delivery: Rc<RefCell<Delivery>>,
+    },
+    /// Some BLOCK timeouts are due: answer those waiters nil.
+    Timeouts,
+}
+
+impl TimerJob for Job {
+    fn fire(self, ctx: Ctx) {
+        let _in_timer = InTimer::enter();
+        match self {
+            Job::Serve(id) => {
+                REGISTRY.with(|r| {
+                    if let Some(q) = r.borrow_mut().queue_mut(&id) {
+                        q.timer = None;
+                    }
+                });
+                if !ctx.flags().is_replica() {
+                    serve(ctx, &id);
+                }
+            }
+            // After a role change this server is a replica: its primary decides the lock now.
+            Job::Revoke { .. } if ctx.flags().is_replica() => {}
+            Job::Revoke {
+                lock,
+                lease,
+                token,
+                deadline_ms,
+                delivery,
+            } => revoke(ctx, lock, lease, token, deadline_ms, delivery),
+            Job::Timeouts => time_out(ctx),
+        }
+    }
+}
+
+/// Makes sure the queue of `id` has a timer firing no later than `at_ms`.
+pub(super) fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
+    let current = REGISTRY.with(|r| r.borrow_mut().queue_mut(id).map(|q| q.timer));
+    let Some(current) = current else { return }; // nobody waits
+    if let Some((timer, fires)) = current {
+        if fires <= at_ms {
+            return;
+        }
+        ctx.stop_timer(timer);
+    }
+    // At `now == deadline` the lease rules already count the lock as free (Redis itself
+    // expires the key a millisecond later), so the timer fires at the deadline itself.
+    // `serve` re-arms when the timer fires before the deadline (periods are clamped).
+    let timer = ctx.start_timer(at_ms.saturating_sub(ctx.now_ms()), Job::Serve(id.clone()));
+    REGISTRY.with(|r| {
+        if let Some(q) = r.borrow_mut().queue_mut(id) {
+            q.timer = Some((timer, at_ms));
+        }
+    });
+}
+
+/// Makes sure the BLOCK-timeout timer fires no later than `at_ms`. A waiter that leaves
+/// early stops nothing: the timer fires, finds it gone, and is set for the next timeout.
+pub(super) fn arm_timeouts(ctx: Ctx, at_ms: i64) {
+    let current = REGISTRY.with(|r| r.borrow().timeout_timer);
+    if let Some((timer, fires)) = current {
+        if fires <= at_ms {
+            return;
+        }
+        ctx.stop_timer(timer);
+    }
+    let timer = ctx.start_timer(at_ms.saturating_sub(ctx.now_ms()), Job::Timeouts);
+    REGISTRY.with(|r| r.borrow_mut().timeout_timer = Some((timer, at_ms)));
+}
+
+/// Ends the waits whose BLOCK time ran out, with nil, and sets the timer for the next one.
+fn time_out(ctx: Ctx) {
+    let now = ctx.now_ms();
+    let (due, next) = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        r.timeout_timer = None;
+        let due = r.timeouts.due(now);
+        (due, r.timeouts.next())
+    });
+    for client in due {
+        // Its deadline entry is gone already; `forget` takes it off its queue.
+        if super::forget(ctx, client) {
+            // The reply callback answers nil and counts the call as contended.
+            api::unblock::<AcquireWaiter>(client, None);
+        }
+    }
+    if let Some(at) = next {
+        arm_timeouts(ctx, at);
+    }
+}
+
+/// Opens the lock of `id` and hands it over if it is free; otherwise waits for its deadline.
+fn serve(ctx: Ctx, id: &LockId) {
+    if REGISTRY.with(|r| r.borrow_mut().queue_mut(id).is_none()) {
+        return;
+    }
+    if ctx.writes_paused() {
+        arm(ctx, id, ctx.now_ms().saturating_add(PAUSE_POLL_MS));
+        return;
+    }
+    with_key(ctx, id, |ctx, key, lock| {
+        let now = ctx.now_ms();
+        match lock.state() {
+            Ok(Some(held)) if held.is_live(now) => {
+                if let Some(at) = held.expires_at_ms {
+                    arm(ctx, id, at);
+                }
+            }
+            Ok(_) if ctx.serves_key(key) => super::hand_off(ctx, key, lock, now),
+            Ok(_) => delivery::redirect_all(ctx, id),
+            // Someone put another type at the key: nobody can get this lock; let waiters time out.
+            Err(_) => {}
+        }
+    });
+}
+
+fn revoke(
+    ctx: Ctx,
+    id: LockId,
+    lease: Rc<[u8]>,
+    token: i64,
+    deadline_ms: i64,
+    delivery: Rc<RefCell<Delivery>>,
+) {
+    if delivery.borrow().was_received() {
+        return;
+    }
+    if ctx.writes_paused() {
+        let job = Job::Revoke {
+            lock: id,
+            lease,
+            token,
+            deadline_ms,
+            delivery,
+        };
+        ctx.start_timer(PAUSE_POLL_MS, job);
+        return;
+    }
+    with_key(ctx, &id, |ctx, key, lock| {
+        let ours = matches!(lock.lock(), Ok(Some(l)) if l.token() == token && l.id() == &*lease);
+        // A renewal since the grant means a client holds the lease after all.
+        if !ours || lock.expires_at_ms() != Some(deadline_ms) {
+            return;
+        }
+        effects::revoke(ctx, key, lock);
+        if ctx.serves_key(key) {
+            super::hand_off(ctx, key, lock, ctx.now_ms());
+        } else {
+            delivery::redirect_all(ctx, &id);
+        }
+    });
+}
+
+/// Runs `f` with the key of `id` open for writing, in its database.
+fn with_key(ctx: Ctx, id: &LockId, f: impl FnOnce(Ctx, &api::Arg, &mut LockKey<Write>)) {
+    ctx.select_db(id.db);
+    let Some(name) = ctx.string(&id.key) else {
+        return;
+    };
+    let mut lock = LockKey::write(ctx, name.arg());
+    f(ctx, name.arg(), &mut lock);
+}
