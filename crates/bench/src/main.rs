@@ -80,13 +80,20 @@ struct Args {
     quick: bool,
     plot: String,
     markdown: String,
+    /// Phases to run (all when empty).
+    only: Vec<String>,
 }
+
+const PHASES: [&str; 7] = [
+    "acquire", "confirm", "release", "cycle", "memory", "expiry", "handoff",
+];
 
 fn parse_args() -> Result<Args, String> {
     let mut quick = false;
     let mut reps = None;
     let mut plot = "target/bench/ratios.png".to_string();
     let mut markdown = "target/bench/results.md".to_string();
+    let mut only = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -94,11 +101,22 @@ fn parse_args() -> Result<Args, String> {
             "--reps" => reps = Some(it.next().and_then(|v| v.parse().ok()).ok_or("--reps N")?),
             "--plot" => plot = it.next().ok_or("--plot PATH")?,
             "--markdown" => markdown = it.next().ok_or("--markdown PATH")?,
+            "--only" => {
+                let phase = it.next().ok_or("--only PHASE")?;
+                if !PHASES.contains(&phase.as_str()) {
+                    return Err(format!(
+                        "unknown phase {phase}; phases: {}",
+                        PHASES.join(", ")
+                    ));
+                }
+                only.push(phase);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--plot PATH.png] [--markdown PATH.md]\n\
-                     Starts redis-server with the module and measures pylock against SET NX PX and \
-                     the Lua scripts, side by side."
+                    "usage: bench [--quick] [--reps N] [--plot PATH.png] [--markdown PATH.md] [--only PHASE]...\n\
+                     Starts redis-server with the module and measures pylock against SET NX PX, \
+                     the Lua scripts and BLPOP/RPUSH, side by side. Phases: {}.",
+                    PHASES.join(", ")
                 );
                 std::process::exit(0);
             }
@@ -114,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         quick,
         plot,
         markdown,
+        only,
     })
 }
 
@@ -146,12 +165,29 @@ fn main() {
     );
 
     let mut report = Report::default();
-    b.acquire_vs_set(&mut report);
-    b.confirm_phases(&mut report);
-    b.release_phase(&mut report);
-    b.client_cycle(&mut report);
-    b.memory(&mut report);
-    b.expiry(&mut report);
+    let all = args.only.is_empty();
+    let run = |phase: &str| all || args.only.iter().any(|p| p == phase);
+    if run("acquire") {
+        b.acquire_vs_set(&mut report);
+    }
+    if run("confirm") {
+        b.confirm_phases(&mut report);
+    }
+    if run("release") {
+        b.release_phase(&mut report);
+    }
+    if run("cycle") {
+        b.client_cycle(&mut report);
+    }
+    if run("memory") {
+        b.memory(&mut report);
+    }
+    if run("expiry") {
+        b.expiry(&mut report);
+    }
+    if run("handoff") {
+        b.handoff(&mut report);
+    }
 
     let header = format!(
         "Redis {version}, {cores} cores ({cpu}); medians of {} runs{}; {:.0} s",
@@ -848,6 +884,136 @@ impl<'a> Bench<'a> {
     }
 }
 
+impl Bench<'_> {
+    // -- hand-off against BLPOP/RPUSH --
+
+    /// Two clients pass one token back and forth `passes` times: each loops "wait for the
+    /// token, then give it back". With locks the token is the lock (`ACQUIRE … BLOCK`, then
+    /// `RELEASE`); with lists it is one element (`BLPOP`, then `RPUSH`). Every pass is one
+    /// hand-off from a client to a blocked one. Returns (server CPU µs, wall µs) per pass.
+    fn pass_token(&mut self, locks: bool, passes: usize, block_ms: i64) -> (f64, f64) {
+        self.flush();
+        let per_client = passes / 2;
+        if !locks {
+            let _: i64 = redis::cmd("RPUSH")
+                .arg("handoff:list")
+                .arg("token")
+                .query(&mut self.con)
+                .expect("RPUSH");
+        }
+        let cpu0 = self.cpu_seconds();
+        let t0 = Instant::now();
+        thread::scope(|s| {
+            for c in 0..2 {
+                let server = self.server;
+                s.spawn(move || {
+                    let mut con = server.conn();
+                    let lease = format!("handoff-client-{c}");
+                    let block_s = block_ms as f64 / 1000.0;
+                    for _ in 0..per_client {
+                        if locks {
+                            let got: Value = redis::cmd("PYLOCK.ACQUIRE")
+                                .arg("handoff:lock")
+                                .arg(60_000)
+                                .arg("LEASE")
+                                .arg(&lease)
+                                .arg("BLOCK")
+                                .arg(block_ms)
+                                .query(&mut con)
+                                .expect("ACQUIRE");
+                            assert!(matches!(got, Value::Array(_)), "ACQUIRE timed out: {got:?}");
+                            let released: i64 = redis::cmd("PYLOCK.RELEASE")
+                                .arg("handoff:lock")
+                                .arg(&lease)
+                                .query(&mut con)
+                                .expect("RELEASE");
+                            assert_eq!(released, 1);
+                        } else {
+                            let got: Option<(String, String)> = redis::cmd("BLPOP")
+                                .arg("handoff:list")
+                                .arg(block_s)
+                                .query(&mut con)
+                                .expect("BLPOP");
+                            assert!(got.is_some(), "BLPOP timed out");
+                            let _: i64 = redis::cmd("RPUSH")
+                                .arg("handoff:list")
+                                .arg("token")
+                                .query(&mut con)
+                                .expect("RPUSH");
+                        }
+                    }
+                });
+            }
+        });
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = self.cpu_seconds() - cpu0;
+        let n = (per_client * 2) as f64;
+        (cpu * 1e6 / n, wall * 1e6 / n)
+    }
+
+    fn handoff(&mut self, r: &mut Report) {
+        let passes = if self.plan.reps <= 2 { 20_000 } else { 60_000 };
+        for block_ms in [0i64, 10_000] {
+            println!(
+                "== hand-off: 2 clients, {passes} passes per round, BLOCK/BLPOP timeout {}",
+                if block_ms == 0 {
+                    "0 (forever)".to_string()
+                } else {
+                    format!("{block_ms} ms")
+                }
+            );
+            let (mut lc, mut lw, mut bc, mut bw) = (vec![], vec![], vec![], vec![]);
+            for rep in 0..self.plan.reps {
+                // Interleaved, the order alternating, so drift hits both sides alike.
+                let (l, b) = if rep % 2 == 0 {
+                    let l = self.pass_token(true, passes, block_ms);
+                    (l, self.pass_token(false, passes, block_ms))
+                } else {
+                    let b = self.pass_token(false, passes, block_ms);
+                    (self.pass_token(true, passes, block_ms), b)
+                };
+                println!(
+                    "  round {}: lock {:.2} µs CPU, {:.2} µs wall | BLPOP {:.2} µs CPU, {:.2} µs wall | CPU {:.2}×, wall {:.2}×",
+                    rep + 1,
+                    l.0,
+                    l.1,
+                    b.0,
+                    b.1,
+                    l.0 / b.0,
+                    l.1 / b.1
+                );
+                lc.push(l.0);
+                lw.push(l.1);
+                bc.push(b.0);
+                bw.push(b.1);
+            }
+            let timeout = if block_ms == 0 {
+                "0".to_string()
+            } else {
+                format!("{block_ms}")
+            };
+            r.rows.push(Row {
+                section: Section::HandOff,
+                ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
+                base: format!("BLPOP {timeout} + RPUSH"),
+                ours_v: median(lc),
+                base_v: median(bc),
+                unit: "CPU µs/pass",
+                target: Some(Target::AtMost(1.0)),
+            });
+            r.rows.push(Row {
+                section: Section::HandOff,
+                ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
+                base: format!("BLPOP {timeout} + RPUSH"),
+                ours_v: median(lw),
+                base_v: median(bw),
+                unit: "µs/pass",
+                target: Some(Target::AtMost(1.0)),
+            });
+        }
+    }
+}
+
 // ---- report ----------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -857,6 +1023,7 @@ enum Section {
     Cycle,
     Memory,
     Expiry,
+    HandOff,
 }
 
 impl Section {
@@ -867,6 +1034,7 @@ impl Section {
             Section::Cycle => "Full client cycle, operations per second",
             Section::Memory => "Memory per key (used_memory delta / DBSIZE)",
             Section::Expiry => "Expiry cost (server used_cpu_sys + used_cpu_user while all keys expire)",
+            Section::HandOff => "Hand-off: two clients pass one lock (ACQUIRE … BLOCK, RELEASE) against two clients passing one list element (BLPOP, RPUSH)",
         }
     }
 }
@@ -969,6 +1137,7 @@ impl Report {
             Section::Cycle,
             Section::Memory,
             Section::Expiry,
+            Section::HandOff,
         ] {
             let rows: Vec<&Row> = self.rows.iter().filter(|r| r.section == section).collect();
             if rows.is_empty() {
@@ -982,6 +1151,8 @@ impl Report {
                     "µs/call" => format!("{v:.2} µs"),
                     "CPU µs/key" => format!("{v:.2} µs CPU/key"),
                     "bytes/key" => format!("{v:.1} B"),
+                    "CPU µs/pass" => format!("{v:.2} µs CPU/pass"),
+                    "µs/pass" => format!("{v:.2} µs/pass"),
                     _ => format!("{v:.0} {}", r.unit),
                 };
                 let target = match r.target {
@@ -1026,6 +1197,7 @@ impl Report {
                     Section::Cycle => "client cycle: pylocks / redis-rs + Lua".into(),
                     Section::Memory => format!("memory: {} / {}", r.ours, r.base),
                     Section::Expiry => "expiry CPU: leases / plain keys".into(),
+                    Section::HandOff => format!("hand-off {}: lock / BLPOP", r.unit),
                 },
                 ratio: r.ratio(),
                 target: r.target,
