@@ -438,7 +438,11 @@ impl Server {
         let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         let rc = unsafe { libc::kill(pid, signo) };
-        assert!(rc == 0, "kill -{signal} {pid} failed: {}", std::io::Error::last_os_error());
+        assert!(
+            rc == 0,
+            "kill -{signal} {pid} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Whether the process is still running.
