@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use testkit::redis::{self, Value};
+use testkit::Server;
 
 pub fn dbsize(con: &mut redis::Connection) -> i64 {
     redis::cmd("DBSIZE").query(con).unwrap()
@@ -17,4 +18,12 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The module's fencing-token high-water mark, from `INFO pylock`.
+pub fn high_water(s: &Server) -> i64 {
+    s.info("pylock", "pylock_token_high_water")
+        .expect("high water")
+        .parse()
+        .unwrap()
 }
