@@ -15,6 +15,9 @@
 //!
 //! Every measurement runs several times, the two sides interleaved, and the medians are
 //! reported. Results go to stdout as tables, to a Markdown file and to a PNG plot of the ratios.
+//!
+//! The `handoff_bench` example (`scripts/bench-handoff`) measures the hand-off latency of
+//! `PYLOCK.ACQUIRE … BLOCK` against a polling client.
 
 mod plot;
 

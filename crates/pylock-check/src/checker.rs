@@ -1,8 +1,9 @@
 //! The contention checker: many clients hammer a few locks, and a checker proves from the
 //! server's own answers that no lock was ever held by two leases at once.
 //!
-//! Used by `crates/testkit/tests/contention.rs` (small runs, both servers, with and without
-//! faults) and by `scripts/check-contention` (the `check_contention` example, large runs).
+//! Used by `crates/pylock-module/tests/contention.rs` (small runs, both servers, with and
+//! without faults) and `tests/cluster.rs`, and by `scripts/check-contention` (this crate's
+//! `check-contention` binary, large runs).
 //!
 //! # The workload
 //!
@@ -49,8 +50,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::redis::{self, ConnectionLike, Value};
-use crate::{Cluster, Server};
+use testkit::redis::{self, ConnectionLike, Value};
+use testkit::{Cluster, Server};
 
 /// A small deterministic generator (SplitMix64), so a failing run can be replayed by its seed.
 #[derive(Debug, Clone)]
@@ -409,7 +410,7 @@ fn call(con: &mut dyn ConnectionLike, args: &[&[u8]], sent: &mut Option<Instant>
         Err(e) => match e.code() {
             Some("NOTHELD") => Reply::NotHeld,
             Some("NOTOWNED") => Reply::NotOwned,
-            _ => Reply::Other(crate::error_text(&e)),
+            _ => Reply::Other(testkit::error_text(&e)),
         },
     }
 }
@@ -969,7 +970,7 @@ pub fn check(server: &impl Target, cfg: &Config, history: &History) -> Report {
     let texts = server.pylock_info();
     let field = |name: &str| {
         let values = texts.iter().map(|text| {
-            crate::info_field(text, &format!("pylock_{name}"))
+            testkit::info_field(text, &format!("pylock_{name}"))
                 .and_then(|s| s.parse::<u64>().ok())
                 .unwrap_or(u64::MAX)
         });

@@ -1,6 +1,6 @@
 //! The contention checker at a large size: `scripts/check-contention`.
 //!
-//! Starts its own server(s) with the module, runs `testkit::checker` for a bounded time with
+//! Starts its own server(s) with the module, runs `pylock_check::checker` for a bounded time with
 //! faults injected, and prints the history summary and the verdict. Exits 1 on any violation.
 //!
 //! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use testkit::checker::{self, Config};
+use pylock_check::checker::{self, Config};
 use testkit::{redis, Kind, Server};
 
 fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
@@ -22,7 +22,7 @@ fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
     !done.load(Ordering::SeqCst)
 }
 
-use testkit::cli_arg as arg;
+use pylock_check::cli_arg as arg;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,7 +1,7 @@
 //! pylock on a real three-primary Redis Cluster: commands route by key, and a held lock
 //! survives the migration of its slot to another node.
 
-use testkit::checker::{self, Config};
+use pylock_check::checker::{self, Config};
 use testkit::redis::{self, cluster::ClusterClient, Value};
 use testkit::{holder, pexpiretime, query, query_err, server_tests, Cluster, Kind, Lease};
 

@@ -1,12 +1,13 @@
 //! Malformed commands at a large count: `scripts/fuzz-commands`.
 //!
-//! Starts its own server(s), sends `--count` generated commands (`testkit::malformed`) and
+//! Starts its own server(s), sends `--count` generated commands (`pylock_check::malformed`) and
 //! checks every reply against the contract's model and that no key changed. Exits 1 on any
 //! violation. Options: `--count N` (100000), `--server redis|valkey|both` (both), `--seed N`.
 
-use testkit::{malformed, Kind, Server};
+use pylock_check::malformed;
+use testkit::{Kind, Server};
 
-use testkit::cli_arg as arg;
+use pylock_check::cli_arg as arg;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -7,15 +7,16 @@
 //! leaves a choice open (which of several bad values is reported first), the model allows every
 //! error that applies.
 //!
-//! Used by `crates/testkit/tests/malformed.rs` (a bounded run per server, and a property test of
-//! the core's parser against this model) and by `scripts/fuzz-commands` (larger runs).
+//! Used by `crates/pylock-module/tests/malformed.rs` (a bounded run per server, and a property
+//! test of the core's parser against this model) and by `scripts/fuzz-commands` (this crate's
+//! `fuzz-commands` binary, larger runs).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::checker::Rng;
-use crate::redis::{self, Value};
-use crate::Server;
+use testkit::redis::{self, Value};
+use testkit::Server;
 
 /// The largest lease id the contract allows.
 pub const MAX_LEASE_ID: usize = 128;
@@ -307,7 +308,7 @@ pub fn judge<'a>(
     reply: &Result<Value, redis::RedisError>,
 ) -> Option<&'a Allowed> {
     allowed.iter().find(|a| match (a, reply) {
-        (Allowed::Error(text), Err(e)) => crate::error_text(e) == *text,
+        (Allowed::Error(text), Err(e)) => testkit::error_text(e) == *text,
         (Allowed::ErrorCode(code), Err(e)) => e.code() == Some(code),
         (Allowed::Nil, Ok(Value::Nil)) => true,
         (Allowed::One, Ok(Value::Int(1))) => true,
@@ -687,7 +688,7 @@ pub fn run(server: &Server, count: u64, seed: u64) -> FuzzReport {
                     .push(format!("#{i} {}: connection failed: {e}", show(&args)));
                 return report;
             }
-            Err(e) => crate::error_text(e),
+            Err(e) => testkit::error_text(e),
             Ok(Value::Nil) => "nil".into(),
             Ok(Value::Int(1)) => "1 (released)".into(),
             Ok(Value::Array(a)) if a.len() == 3 => "lease reply".into(),

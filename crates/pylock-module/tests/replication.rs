@@ -2,8 +2,11 @@
 //! lease id, token and absolute expiry, refuse writes, and continue the token sequence when
 //! promoted.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{dbsize, high_water};
 use testkit::redis;
 use testkit::{
     acquire, holder, pexpiretime, query, query_err, server_tests, wait_until, Lease, Server,
@@ -13,17 +16,6 @@ use testkit::{
 fn wait_replicas(con: &mut redis::Connection, n: i64) {
     let acked: i64 = redis::cmd("WAIT").arg(n).arg(5000).query(con).unwrap();
     assert_eq!(acked, n, "replicas did not acknowledge");
-}
-
-fn high_water(s: &Server) -> i64 {
-    s.info("pylock", "pylock_token_high_water")
-        .expect("high water")
-        .parse()
-        .unwrap()
-}
-
-fn dbsize(con: &mut redis::Connection) -> i64 {
-    redis::cmd("DBSIZE").query(con).unwrap()
 }
 
 server_tests! {

@@ -56,7 +56,7 @@ type Ledger = Vec<(String, Expect, Option<Expect>)>;
 /// Grants, extends and releases its own keys until the connection dies; never waits for
 /// anything but replies, so the kill lands right after acknowledged writes.
 fn churn(mut con: redis::Connection, worker: usize, keys: usize, seed: u64) -> (Ledger, i64, u64) {
-    let mut rng = testkit::checker::Rng::new(seed);
+    let mut rng = pylock_check::checker::Rng::new(seed);
     // Keys are per run (the seed), so a new round starts from free locks.
     let mut ledger: Ledger = (0..keys)
         .map(|k| (format!("s{seed}:w{worker}:k{k}"), Expect::Free, None))

@@ -1,12 +1,12 @@
 //! Bad input at scale. The core's parser against an independent model of the contract
-//! (`testkit::malformed`), over many generated argument lists; and thousands of malformed
+//! (`pylock_check::malformed`), over many generated argument lists; and thousands of malformed
 //! commands against live servers, which must stay up, change no key, and answer each with a
 //! reply the contract allows.
 
 use proptest::prelude::*;
+use pylock_check::checker::Rng;
+use pylock_check::malformed::{self, Allowed, KeyState};
 use pylock_core::{Acquire, CommandError, Confirm, Info, Release};
-use testkit::checker::Rng;
-use testkit::malformed::{self, Allowed, KeyState};
 use testkit::{server_tests, Kind, Server};
 
 const NOW: i64 = 1_800_000_000_000;

@@ -1,11 +1,11 @@
-//! The contention checker (`testkit::checker`) at a small size on real servers: plain, and
+//! The contention checker (`pylock_check::checker`) at a small size on real servers: plain, and
 //! through SIGSTOP/SIGCONT, `DEBUG RELOAD` and `DEBUG LOADAOF` during the load. Each run takes
 //! a few seconds; `scripts/check-contention` runs the same workload for longer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use testkit::checker::{self, Config, Report};
+use pylock_check::checker::{self, Config, Report};
 use testkit::redis;
 use testkit::{server_tests, Kind, Server};
 

@@ -2,17 +2,13 @@
 //! and `DEBUG RELOAD`: leases keep their id, token and absolute expiry, expired leases are
 //! gone, and fencing tokens continue above everything granted before.
 
+mod common;
+
 use std::time::Duration;
 
+use common::high_water;
 use testkit::redis;
 use testkit::{acquire, holder, pexpiretime, query, server_tests, Kind, Lease, Server};
-
-fn high_water(s: &Server) -> i64 {
-    s.info("pylock", "pylock_token_high_water")
-        .expect("high water")
-        .parse()
-        .unwrap()
-}
 
 /// What the scenario left behind, to compare after the restart.
 struct Before {

@@ -1,0 +1,29 @@
+//! Helpers shared by the per-command suites (each test binary uses some of them).
+
+#![allow(dead_code)]
+
+use testkit::redis::{self, Value};
+use testkit::Server;
+
+pub fn dbsize(con: &mut redis::Connection) -> i64 {
+    redis::cmd("DBSIZE").query(con).unwrap()
+}
+
+pub fn dump(con: &mut redis::Connection, key: &str) -> Value {
+    redis::cmd("DUMP").arg(key).query(con).unwrap()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The module's fencing-token high-water mark, from `INFO pylock`.
+pub fn high_water(s: &Server) -> i64 {
+    s.info("pylock", "pylock_token_high_water")
+        .expect("high water")
+        .parse()
+        .unwrap()
+}
