@@ -6,7 +6,7 @@
 //! 1. arity;
 //! 2. option names: unknown, repeated or missing a value is `ERR syntax error`;
 //! 3. values, left to right as they stand on the command line: the first bad one is reported
-//!    (the README promises this order; `crates/testkit/tests/malformed.rs` holds us to it).
+//!    (the README promises this order; `crates/pylock-module/tests/malformed.rs` holds us to it).
 
 use crate::error::CommandError;
 use crate::int::parse_i64;
