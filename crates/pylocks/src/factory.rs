@@ -190,6 +190,7 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire).
+    #[cfg(feature = "aio")]
     pub async fn acquire_async<C, I>(&self, con: &mut C, parts: I) -> Result<LockHandle, Error>
     where
         C: redis::aio::ConnectionLike + ?Sized,
@@ -240,6 +241,7 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`acquire_blocking`](Self::acquire_blocking).
+    #[cfg(feature = "aio")]
     pub async fn acquire_blocking_async<C, I>(
         &self,
         con: &mut C,
@@ -290,6 +292,7 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`get_handle`](Self::get_handle).
+    #[cfg(feature = "aio")]
     pub async fn get_handle_async<C, I>(
         &self,
         con: &mut C,
@@ -339,6 +342,7 @@ impl LockFactory {
     }
 
     /// Async [`acquire_with`](Self::acquire_with).
+    #[cfg(feature = "aio")]
     async fn acquire_with_async<C>(
         &self,
         con: &mut C,

@@ -1,10 +1,13 @@
 //! [`LockHandle`]: a lease this process holds, and [`Released`]: the outcome of a scope.
 
+#[cfg(feature = "aio")]
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+#[cfg(feature = "aio")]
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "aio")]
 use crate::keeper::Keeper;
 use crate::wire::{self, Lease};
 use crate::Error;
@@ -13,7 +16,7 @@ use crate::Error;
 ///
 /// A handle is plain data. It holds no connection, and dropping it makes no network call: a
 /// lease that is never released ends at its TTL. Every call that talks to Redis takes a
-/// connection, sync or async (`_async`).
+/// connection, sync or async (`_async`, with the `aio` feature).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHandle {
     key: String,
@@ -132,6 +135,7 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`confirm`](Self::confirm).
+    #[cfg(feature = "aio")]
     pub async fn confirm_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
@@ -162,6 +166,7 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`extend`](Self::extend).
+    #[cfg(feature = "aio")]
     pub async fn extend_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
@@ -188,6 +193,7 @@ impl LockHandle {
         Ok(())
     }
 
+    #[cfg(feature = "aio")]
     pub(crate) async fn confirm_with_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
@@ -219,6 +225,7 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`release`](Self::release).
+    #[cfg(feature = "aio")]
     pub async fn release_async<C: redis::aio::ConnectionLike + ?Sized>(
         self,
         con: &mut C,
@@ -275,6 +282,7 @@ impl LockHandle {
     /// let total = scope.into_result()??;
     /// # let _ = total; Ok(()) }
     /// ```
+    #[cfg(feature = "aio")]
     pub async fn releasing_async<C, R, F>(self, con: &mut C, work: F) -> Released<R>
     where
         C: redis::aio::ConnectionLike + ?Sized,
@@ -298,7 +306,8 @@ impl LockHandle {
         }
     }
 
-    /// Starts a [`Keeper`] that renews this lease in the background on a tokio runtime.
+    /// Starts a [`Keeper`] that renews this lease in the background on a tokio runtime
+    /// (`aio` feature).
     ///
     /// It extends the lease to [`lease_ttl`](Self::lease_ttl) every third of that TTL, using
     /// `con` (a clone of a `MultiplexedConnection` or `ConnectionManager`, or a cluster
@@ -307,6 +316,7 @@ impl LockHandle {
     /// # Panics
     ///
     /// When called outside a tokio runtime.
+    #[cfg(feature = "aio")]
     pub fn keep_alive<C>(self, con: C) -> Keeper
     where
         C: redis::aio::ConnectionLike + Send + 'static,

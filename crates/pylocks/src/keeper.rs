@@ -1,6 +1,7 @@
 //! [`Keeper`]: renews a lease in the background for a long task, and says at once when it is lost.
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -118,18 +119,24 @@ impl Keeper {
     /// the keeper finds the lease lost; `work` is then dropped where it stood.
     pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output, Error> {
         let mut watch = self.watch.clone();
-        let lost = async move {
+        let mut lost = std::pin::pin!(async move {
             match watch.lost().await {
                 Some(e) => e,
                 // The renewing task cannot end while `self` is borrowed, except by a panic.
                 None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            biased;
-            e = lost => Err(e),
-            output = work => Ok(output),
-        }
+        });
+        let mut work = std::pin::pin!(work);
+        // The loss is polled first, so work that is ready in the same wake-up as a loss is
+        // not reported as done under a lost lease. (Written out rather than `tokio::select!`,
+        // which would put tokio's `macros` feature in the library's dependencies.)
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(e) = lost.as_mut().poll(cx) {
+                return Poll::Ready(Err(e));
+            }
+            work.as_mut().poll(cx).map(Ok)
+        })
+        .await
     }
 
     /// Stops renewing and returns the handle; the lease then ends at its TTL unless released.

@@ -111,6 +111,7 @@
 //! loss at once; [`Keeper::while_held`] stops the work when that happens.
 //!
 //! ```no_run
+//! # #[cfg(feature = "aio")]
 //! # async fn demo(people: pylocks::LockFactory) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
 //! let mut con = client.get_multiplexed_async_connection().await?;
@@ -140,6 +141,7 @@
 mod error;
 mod factory;
 mod handle;
+#[cfg(feature = "aio")]
 mod keeper;
 mod key;
 mod wire;
@@ -147,6 +149,7 @@ mod wire;
 pub use error::Error;
 pub use factory::{Durability, LockFactory, LockFactoryBuilder};
 pub use handle::{LockHandle, Released};
+#[cfg(feature = "aio")]
 pub use keeper::{Keeper, LeaseStatus, LeaseWatch};
 
 /// The `redis` crate this client is built against; connections given to it must come from

@@ -25,6 +25,7 @@ pub(crate) fn run<C: redis::ConnectionLike + ?Sized>(
 }
 
 /// Sends `cmd` on an async connection; a server error reply becomes `Err`.
+#[cfg(feature = "aio")]
 pub(crate) async fn run_async<C: redis::aio::ConnectionLike + ?Sized>(
     con: &mut C,
     cmd: &Cmd,
