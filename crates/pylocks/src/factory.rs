@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use crate::handle::LockHandle;
-use crate::{key, wire, Error};
+use crate::{cmd, key, wire, Error};
 
 /// A family of locks that share a key prefix, a lease TTL and a number of key parts.
 ///
@@ -50,7 +50,6 @@ pub struct LockFactory {
     prefix: String,
     arity: usize,
     ttl: Duration,
-    ttl_ms: i64,
     durability: Option<Durability>,
 }
 
@@ -116,13 +115,12 @@ impl LockFactoryBuilder {
     ///
     /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms.
     pub fn build(self) -> Result<LockFactory, Error> {
-        let ttl_ms = wire::ttl_ms(self.ttl)?;
+        wire::ttl_ms(self.ttl)?;
         Ok(LockFactory {
             root_prefix: self.root_prefix,
             prefix: self.prefix,
             arity: self.arity,
             ttl: self.ttl,
-            ttl_ms,
             durability: self.durability,
         })
     }
@@ -182,7 +180,7 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        self.acquire_with(con, self.key(parts)?, None)
+        self.acquire_with(con, &self.acquire_cmd(parts)?)
     }
 
     /// Async [`acquire`](Self::acquire).
@@ -197,8 +195,8 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        let key = self.key(parts)?;
-        self.acquire_with_async(con, key, None).await
+        let request = self.acquire_cmd(parts)?;
+        self.acquire_with_async(con, &request).await
     }
 
     /// Takes the lock named by `parts`, waiting up to `timeout` (`None`: without limit) while
@@ -229,7 +227,7 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        self.acquire_with(con, self.key(parts)?, Some(block_ms(timeout)))
+        self.acquire_with(con, &self.acquire_cmd(parts)?.block(timeout))
     }
 
     /// Async [`acquire_blocking`](Self::acquire_blocking).
@@ -253,9 +251,8 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        let key = self.key(parts)?;
-        self.acquire_with_async(con, key, Some(block_ms(timeout)))
-            .await
+        let request = self.acquire_cmd(parts)?.block(timeout);
+        self.acquire_with_async(con, &request).await
     }
 
     /// The handle of an existing lease, after `PYLOCK.CONFIRM` shows that `lease_id` still
@@ -281,8 +278,9 @@ impl LockFactory {
         I::Item: Display,
     {
         let key = self.key(parts)?;
+        let cmd = cmd::confirm(&*key, lease_id).to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run(con, &wire::confirm_cmd(&key, lease_id, None));
+        let reply = wire::run(con, &cmd);
         let lease = wire::confirm_reply(&key, reply)?;
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
@@ -305,26 +303,47 @@ impl LockFactory {
         I::Item: Display,
     {
         let key = self.key(parts)?;
+        let cmd = cmd::confirm(&*key, lease_id).to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run_async(con, &wire::confirm_cmd(&key, lease_id, None)).await;
+        let reply = wire::run_async(con, &cmd).await;
         let lease = wire::confirm_reply(&key, reply)?;
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
 
-    /// Every acquire goes through here; `block_ms` adds `BLOCK ms` (0: without limit).
-    fn acquire_with<C>(
-        &self,
-        con: &mut C,
-        key: String,
-        block_ms: Option<i64>,
-    ) -> Result<LockHandle, Error>
+    /// The `PYLOCK.ACQUIRE` that [`acquire`](Self::acquire) sends for `parts`: the lock's key
+    /// and the factory's TTL. Add [`lease`](cmd::Acquire::lease) or
+    /// [`block`](cmd::Acquire::block) to it, send it with [`acquire_with`](Self::acquire_with),
+    /// or put it in a pipeline with [`to_cmd`](cmd::Acquire::to_cmd).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Arity`] when `parts` has the wrong length.
+    pub fn acquire_cmd<I>(&self, parts: I) -> Result<cmd::Acquire, Error>
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        Ok(cmd::acquire(self.key(parts)?, self.ttl))
+    }
+
+    /// Sends `request` (usually from [`acquire_cmd`](Self::acquire_cmd)) and applies the
+    /// factory's [`Durability`]. Every acquire of the factory goes through here. The handle
+    /// renews with the request's TTL.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), and [`Error::InvalidTtl`] (before any network call) for
+    /// a request whose TTL is out of range; with [`block`](cmd::Acquire::block), as
+    /// [`acquire_blocking`](Self::acquire_blocking).
+    pub fn acquire_with<C>(&self, con: &mut C, request: &cmd::Acquire) -> Result<LockHandle, Error>
     where
         C: redis::ConnectionLike + ?Sized,
     {
+        let cmd = request.to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms));
-        let lease = wire::acquire_reply(&key, reply)?;
-        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let reply = wire::run(con, &cmd);
+        let lease = wire::acquire_reply(request.key(), reply)?;
+        let handle = LockHandle::from_acquire(request, lease, sent)?;
         let Some(durability) = self.durability else {
             return Ok(handle);
         };
@@ -342,20 +361,24 @@ impl LockFactory {
     }
 
     /// Async [`acquire_with`](Self::acquire_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_with`](Self::acquire_with).
     #[cfg(feature = "aio")]
-    async fn acquire_with_async<C>(
+    pub async fn acquire_with_async<C>(
         &self,
         con: &mut C,
-        key: String,
-        block_ms: Option<i64>,
+        request: &cmd::Acquire,
     ) -> Result<LockHandle, Error>
     where
         C: redis::aio::ConnectionLike + ?Sized,
     {
+        let cmd = request.to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run_async(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms)).await;
-        let lease = wire::acquire_reply(&key, reply)?;
-        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let reply = wire::run_async(con, &cmd).await;
+        let lease = wire::acquire_reply(request.key(), reply)?;
+        let handle = LockHandle::from_acquire(request, lease, sent)?;
         let Some(durability) = self.durability else {
             return Ok(handle);
         };
@@ -390,29 +413,5 @@ impl LockFactory {
             }),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// The BLOCK argument for a wait of `timeout`: 0 waits without limit, so a zero (or sub-ms)
-/// timeout becomes 1 ms rather than forever.
-fn block_ms(timeout: Option<Duration>) -> i64 {
-    match timeout {
-        None => 0,
-        Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
-    }
-}
-
-#[cfg(test)]
-mod block_tests {
-    use super::block_ms;
-    use std::time::Duration;
-
-    #[test]
-    fn block_argument() {
-        assert_eq!(block_ms(None), 0);
-        assert_eq!(block_ms(Some(Duration::ZERO)), 1);
-        assert_eq!(block_ms(Some(Duration::from_micros(300))), 1);
-        assert_eq!(block_ms(Some(Duration::from_millis(1500))), 1500);
-        assert_eq!(block_ms(Some(Duration::MAX)), i64::MAX);
     }
 }

@@ -176,8 +176,6 @@ where
     let ttl = handle.lease_ttl();
     let period = (ttl / 3).max(Duration::from_millis(1));
     let retry = (ttl / 20).max(Duration::from_millis(5));
-    // Milliseconds were validated when the lease was made; a TTL below 1 ms never gets here.
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
     // Renew every third of the TTL, and well before the lease may expire when less is left
     // (a handle from `get_handle` may come with little time left).
     let next_renewal = |handle: &LockHandle| {
@@ -190,7 +188,7 @@ where
     let loss = loop {
         tokio::time::sleep(wait).await;
         let deadline = Instant::from_std(handle.valid_until());
-        let attempt = handle.confirm_with_async(&mut con, Some(ttl_ms));
+        let attempt = handle.confirm_with_async(&mut con, Some(ttl));
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(())) => {
                 last_error = None;

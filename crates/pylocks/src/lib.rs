@@ -138,6 +138,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cmd;
 mod error;
 mod factory;
 mod handle;
