@@ -48,8 +48,15 @@ use redis::{Cmd, FromRedisValue, ParsingError, Value};
 
 use crate::{wire, Error};
 
-/// `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms]`: takes the lock at `key`
+/// `PYLOCK.ACQUIRE key ttl-ms LEASE lease-id [BLOCK timeout-ms]`: takes the lock at `key`
 /// for a lease of `ttl`.
+///
+/// The lease id is made here, a random UUID (version 4, lowercase, hyphenated) as the server
+/// would make it, and always sent with `LEASE`; [`Acquire::lease`] names one of your own
+/// instead. Because the client, not the server, names the lease, the same builder sent again
+/// after a lost reply (a timeout, a broken connection) asks for the same lease: if the first
+/// attempt was granted, the second is granted again with the same fencing token and its TTL
+/// reset, instead of finding the lock held by a lease nobody knows.
 ///
 /// ```
 /// use std::time::Duration;
@@ -67,7 +74,7 @@ pub fn acquire(key: impl Into<String>, ttl: Duration) -> Acquire {
     Acquire {
         key: key.into(),
         ttl,
-        lease_id: None,
+        lease_id: uuid::Uuid::new_v4().to_string(),
         block_ms: None,
     }
 }
@@ -98,23 +105,26 @@ pub fn info(key: impl Into<String>) -> Info {
 
 /// A `PYLOCK.ACQUIRE` to send; made by [`acquire`].
 ///
-/// The builder can be turned into a command any number of times: sending the same one again
-/// after a lost reply asks again for the same thing.
+/// The builder can be turned into a command any number of times, and always names the same
+/// lease: sending it again after a lost reply is safe (see [`acquire`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a builder sends nothing; turn it into a command with `to_cmd`"]
 pub struct Acquire {
     key: String,
     ttl: Duration,
-    lease_id: Option<String>,
+    lease_id: String,
     block_ms: Option<i64>,
 }
 
 impl Acquire {
-    /// Names the lease `lease_id` (1 to 128 bytes; the server refuses others with
-    /// `ERR invalid lease id`). If this lease already holds the lock, the server grants it
-    /// again with the same fencing token and a TTL reset to this command's.
+    /// Names the lease `lease_id` instead of a fresh UUID (1 to 128 bytes; the server refuses
+    /// others with `ERR invalid lease id`). If this lease already holds the lock, the server
+    /// grants it again with the same fencing token and a TTL reset to this command's.
+    ///
+    /// A task that may run twice (a queue's redelivery) can name its lease after the task, so
+    /// that both runs ask for the same lease.
     pub fn lease(mut self, lease_id: impl Into<String>) -> Self {
-        self.lease_id = Some(lease_id.into());
+        self.lease_id = lease_id.into();
         self
     }
 
@@ -139,9 +149,9 @@ impl Acquire {
         self.ttl
     }
 
-    /// The lease id the command names, if it names one.
-    pub fn lease_id(&self) -> Option<&str> {
-        self.lease_id.as_deref()
+    /// The lease id the command names: known before it is sent.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
     }
 
     /// The command.
@@ -152,7 +162,7 @@ impl Acquire {
     pub fn to_cmd(&self) -> Result<Cmd, Error> {
         let args = pylock_core::Acquire {
             ttl_ms: wire::ttl_ms(self.ttl)?,
-            lease: self.lease_id.as_deref().map(str::as_bytes),
+            lease: Some(self.lease_id.as_bytes()),
             block_ms: self.block_ms,
         }
         .to_args();
@@ -361,10 +371,13 @@ mod tests {
     fn commands_put_the_key_first() {
         let ms = Duration::from_millis;
         let cases = [
-            (acquire("k", ms(1500)).to_cmd(), "pylock.acquire k 1500"),
             (
-                acquire("k", ms(10)).block(None).to_cmd(),
-                "pylock.acquire k 10 BLOCK 0",
+                acquire("k", ms(1500)).lease("l").to_cmd(),
+                "pylock.acquire k 1500 LEASE l",
+            ),
+            (
+                acquire("k", ms(10)).block(None).lease("l").to_cmd(),
+                "pylock.acquire k 10 LEASE l BLOCK 0",
             ),
             (
                 acquire("k", ms(10)).lease("l").block(Some(ms(0))).to_cmd(),
@@ -382,6 +395,24 @@ mod tests {
             let cmd = cmd.as_ref().unwrap_or_else(|e| panic!("case {i}: {e}"));
             assert_eq!(packed(cmd).join(" "), *want, "case {i}");
         }
+    }
+
+    #[test]
+    fn the_lease_id_is_a_fresh_lowercase_uuid_v4_sent_every_time() {
+        let take = acquire("k", Duration::from_secs(1));
+        let id = take.lease_id().to_string();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
+        assert_eq!(id, parsed.hyphenated().to_string(), "lowercase, hyphenated");
+        assert_eq!(id.len(), pylock_core::UUID_LEN);
+        let want = format!("pylock.acquire k 1000 LEASE {id}");
+        assert_eq!(packed(&take.to_cmd().unwrap()).join(" "), want);
+        assert_eq!(
+            packed(&take.to_cmd().unwrap()).join(" "),
+            want,
+            "the same lease again"
+        );
+        assert_ne!(acquire("k", Duration::from_secs(1)).lease_id(), id);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::{cmd, key, wire, Error};
 /// Mirrors the original `RedisLockFactory(prefix, ttl, arity, root_prefix)`; the TTL is a
 /// [`Duration`] (the original took seconds). A factory holds no connection: every call takes
 /// one, sync (`redis::ConnectionLike`) or async (`redis::aio::ConnectionLike`, with the
-/// `_async` methods), so it works over a plain connection, a `MultiplexedConnection`, a
+/// `_async` methods of the `aio` feature), so it works over a plain connection, a `MultiplexedConnection`, a
 /// `ConnectionManager` or a cluster connection.
 ///
 /// # Key format
@@ -164,6 +164,26 @@ impl LockFactory {
 
     /// Takes the lock named by `parts` for a new lease of the factory's TTL.
     ///
+    /// The client names the new lease (a random UUID, sent with `LEASE`). Each call is a new
+    /// lease; to retry an acquire whose reply was lost, so that a grant that did happen is not
+    /// left held by a lease nobody knows, send the same request again with
+    /// [`acquire_with`](Self::acquire_with):
+    ///
+    /// ```no_run
+    /// # fn demo(people: &pylocks::LockFactory, client: &redis::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let request = people.acquire_cmd([42])?;
+    /// let mut con = client.get_connection()?;
+    /// let handle = match people.acquire_with(&mut con, &request) {
+    ///     Err(pylocks::Error::Redis(e)) if e.is_io_error() => {
+    ///         // Granted or not, the same lease: a grant comes back with the same token.
+    ///         people.acquire_with(&mut client.get_connection()?, &request)?
+    ///     }
+    ///     other => other?,
+    /// };
+    /// assert_eq!(handle.lease_id(), request.lease_id());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// - [`Error::Arity`], before any network call, when `parts` has the wrong length.
@@ -310,8 +330,8 @@ impl LockFactory {
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
 
-    /// The `PYLOCK.ACQUIRE` that [`acquire`](Self::acquire) sends for `parts`: the lock's key
-    /// and the factory's TTL. Add [`lease`](cmd::Acquire::lease) or
+    /// The `PYLOCK.ACQUIRE` that [`acquire`](Self::acquire) sends for `parts`: the lock's key,
+    /// the factory's TTL and a fresh lease id. Add [`lease`](cmd::Acquire::lease) or
     /// [`block`](cmd::Acquire::block) to it, send it with [`acquire_with`](Self::acquire_with),
     /// or put it in a pipeline with [`to_cmd`](cmd::Acquire::to_cmd).
     ///
@@ -329,6 +349,10 @@ impl LockFactory {
     /// Sends `request` (usually from [`acquire_cmd`](Self::acquire_cmd)) and applies the
     /// factory's [`Durability`]. Every acquire of the factory goes through here. The handle
     /// renews with the request's TTL.
+    ///
+    /// Sending the same request again is safe: it names the same lease, so if that lease
+    /// already holds the lock (an earlier attempt was granted but its reply was lost), the
+    /// server grants it again with the same fencing token and the TTL reset.
     ///
     /// # Errors
     ///

@@ -100,20 +100,22 @@ impl LockHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::UnexpectedReply`] when the request names a lease id and `lease` is another
-    /// lease: the reply does not answer this request.
+    /// [`Error::UnexpectedReply`] when `lease` is not the lease the request names: the reply
+    /// does not answer this request.
     pub fn from_acquire(
         request: &cmd::Acquire,
         lease: Lease,
         sent: Instant,
     ) -> Result<Self, Error> {
-        if let Some(id) = request.lease_id() {
-            if id != lease.id {
-                return Err(Error::UnexpectedReply {
-                    command: pylock_core::Acquire::NAME,
-                    detail: format!("the request named lease {id:?}, the reply {:?}", lease.id),
-                });
-            }
+        if request.lease_id() != lease.id {
+            return Err(Error::UnexpectedReply {
+                command: pylock_core::Acquire::NAME,
+                detail: format!(
+                    "the request named lease {:?}, the reply {:?}",
+                    request.lease_id(),
+                    lease.id
+                ),
+            });
         }
         Ok(Self::new(
             request.key().to_string(),
