@@ -4,14 +4,14 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use crate::handle::LockHandle;
-use crate::{key, wire, Error};
+use crate::{cmd, key, wire, Error};
 
 /// A family of locks that share a key prefix, a lease TTL and a number of key parts.
 ///
 /// Mirrors the original `RedisLockFactory(prefix, ttl, arity, root_prefix)`; the TTL is a
 /// [`Duration`] (the original took seconds). A factory holds no connection: every call takes
 /// one, sync (`redis::ConnectionLike`) or async (`redis::aio::ConnectionLike`, with the
-/// `_async` methods), so it works over a plain connection, a `MultiplexedConnection`, a
+/// `_async` methods of the `aio` feature), so it works over a plain connection, a `MultiplexedConnection`, a
 /// `ConnectionManager` or a cluster connection.
 ///
 /// # Key format
@@ -50,7 +50,6 @@ pub struct LockFactory {
     prefix: String,
     arity: usize,
     ttl: Duration,
-    ttl_ms: i64,
     durability: Option<Durability>,
 }
 
@@ -116,13 +115,12 @@ impl LockFactoryBuilder {
     ///
     /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms.
     pub fn build(self) -> Result<LockFactory, Error> {
-        let ttl_ms = wire::ttl_ms(self.ttl)?;
+        wire::ttl_ms(self.ttl)?;
         Ok(LockFactory {
             root_prefix: self.root_prefix,
             prefix: self.prefix,
             arity: self.arity,
             ttl: self.ttl,
-            ttl_ms,
             durability: self.durability,
         })
     }
@@ -166,6 +164,26 @@ impl LockFactory {
 
     /// Takes the lock named by `parts` for a new lease of the factory's TTL.
     ///
+    /// The client names the new lease (a random UUID, sent with `LEASE`). Each call is a new
+    /// lease; to retry an acquire whose reply was lost, so that a grant that did happen is not
+    /// left held by a lease nobody knows, send the same request again with
+    /// [`acquire_with`](Self::acquire_with):
+    ///
+    /// ```no_run
+    /// # fn demo(people: &pylocks::LockFactory, client: &redis::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let request = people.acquire_cmd([42])?;
+    /// let mut con = client.get_connection()?;
+    /// let handle = match people.acquire_with(&mut con, &request) {
+    ///     Err(pylocks::Error::Redis(e)) if e.is_io_error() => {
+    ///         // Granted or not, the same lease: a grant comes back with the same token.
+    ///         people.acquire_with(&mut client.get_connection()?, &request)?
+    ///     }
+    ///     other => other?,
+    /// };
+    /// assert_eq!(handle.lease_id(), request.lease_id());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// - [`Error::Arity`], before any network call, when `parts` has the wrong length.
@@ -182,7 +200,7 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        self.acquire_with(con, self.key(parts)?, None)
+        self.acquire_with(con, &self.acquire_cmd(parts)?)
     }
 
     /// Async [`acquire`](Self::acquire).
@@ -190,14 +208,15 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire).
+    #[cfg(feature = "aio")]
     pub async fn acquire_async<C, I>(&self, con: &mut C, parts: I) -> Result<LockHandle, Error>
     where
         C: redis::aio::ConnectionLike + ?Sized,
         I: IntoIterator,
         I::Item: Display,
     {
-        let key = self.key(parts)?;
-        self.acquire_with_async(con, key, None).await
+        let request = self.acquire_cmd(parts)?;
+        self.acquire_with_async(con, &request).await
     }
 
     /// Takes the lock named by `parts`, waiting up to `timeout` (`None`: without limit) while
@@ -228,7 +247,7 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        self.acquire_with(con, self.key(parts)?, Some(block_ms(timeout)))
+        self.acquire_with(con, &self.acquire_cmd(parts)?.block(timeout))
     }
 
     /// Async [`acquire_blocking`](Self::acquire_blocking).
@@ -240,6 +259,7 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`acquire_blocking`](Self::acquire_blocking).
+    #[cfg(feature = "aio")]
     pub async fn acquire_blocking_async<C, I>(
         &self,
         con: &mut C,
@@ -251,9 +271,8 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        let key = self.key(parts)?;
-        self.acquire_with_async(con, key, Some(block_ms(timeout)))
-            .await
+        let request = self.acquire_cmd(parts)?.block(timeout);
+        self.acquire_with_async(con, &request).await
     }
 
     /// The handle of an existing lease, after `PYLOCK.CONFIRM` shows that `lease_id` still
@@ -279,8 +298,9 @@ impl LockFactory {
         I::Item: Display,
     {
         let key = self.key(parts)?;
+        let cmd = cmd::confirm(&*key, lease_id).to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run(con, &wire::confirm_cmd(&key, lease_id, None));
+        let reply = wire::run(con, &cmd);
         let lease = wire::confirm_reply(&key, reply)?;
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
@@ -290,6 +310,7 @@ impl LockFactory {
     /// # Errors
     ///
     /// As [`get_handle`](Self::get_handle).
+    #[cfg(feature = "aio")]
     pub async fn get_handle_async<C, I>(
         &self,
         con: &mut C,
@@ -302,26 +323,51 @@ impl LockFactory {
         I::Item: Display,
     {
         let key = self.key(parts)?;
+        let cmd = cmd::confirm(&*key, lease_id).to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run_async(con, &wire::confirm_cmd(&key, lease_id, None)).await;
+        let reply = wire::run_async(con, &cmd).await;
         let lease = wire::confirm_reply(&key, reply)?;
         Ok(LockHandle::new(key, lease, sent, self.ttl))
     }
 
-    /// Every acquire goes through here; `block_ms` adds `BLOCK ms` (0: without limit).
-    fn acquire_with<C>(
-        &self,
-        con: &mut C,
-        key: String,
-        block_ms: Option<i64>,
-    ) -> Result<LockHandle, Error>
+    /// The `PYLOCK.ACQUIRE` that [`acquire`](Self::acquire) sends for `parts`: the lock's key,
+    /// the factory's TTL and a fresh lease id. Add [`lease`](cmd::Acquire::lease) or
+    /// [`block`](cmd::Acquire::block) to it, send it with [`acquire_with`](Self::acquire_with),
+    /// or put it in a pipeline with [`to_cmd`](cmd::Acquire::to_cmd).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Arity`] when `parts` has the wrong length.
+    pub fn acquire_cmd<I>(&self, parts: I) -> Result<cmd::Acquire, Error>
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        Ok(cmd::acquire(self.key(parts)?, self.ttl))
+    }
+
+    /// Sends `request` (usually from [`acquire_cmd`](Self::acquire_cmd)) and applies the
+    /// factory's [`Durability`]. Every acquire of the factory goes through here. The handle
+    /// renews with the request's TTL.
+    ///
+    /// Sending the same request again is safe: it names the same lease, so if that lease
+    /// already holds the lock (an earlier attempt was granted but its reply was lost), the
+    /// server grants it again with the same fencing token and the TTL reset.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), and [`Error::InvalidTtl`] (before any network call) for
+    /// a request whose TTL is out of range; with [`block`](cmd::Acquire::block), as
+    /// [`acquire_blocking`](Self::acquire_blocking).
+    pub fn acquire_with<C>(&self, con: &mut C, request: &cmd::Acquire) -> Result<LockHandle, Error>
     where
         C: redis::ConnectionLike + ?Sized,
     {
+        let cmd = request.to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms));
-        let lease = wire::acquire_reply(&key, reply)?;
-        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let reply = wire::run(con, &cmd);
+        let lease = wire::acquire_reply(request.key(), reply)?;
+        let handle = LockHandle::from_acquire(request, lease, sent)?;
         let Some(durability) = self.durability else {
             return Ok(handle);
         };
@@ -339,19 +385,24 @@ impl LockFactory {
     }
 
     /// Async [`acquire_with`](Self::acquire_with).
-    async fn acquire_with_async<C>(
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_with`](Self::acquire_with).
+    #[cfg(feature = "aio")]
+    pub async fn acquire_with_async<C>(
         &self,
         con: &mut C,
-        key: String,
-        block_ms: Option<i64>,
+        request: &cmd::Acquire,
     ) -> Result<LockHandle, Error>
     where
         C: redis::aio::ConnectionLike + ?Sized,
     {
+        let cmd = request.to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run_async(con, &wire::acquire_cmd(&key, self.ttl_ms, block_ms)).await;
-        let lease = wire::acquire_reply(&key, reply)?;
-        let handle = LockHandle::new(key, lease, sent, self.ttl);
+        let reply = wire::run_async(con, &cmd).await;
+        let lease = wire::acquire_reply(request.key(), reply)?;
+        let handle = LockHandle::from_acquire(request, lease, sent)?;
         let Some(durability) = self.durability else {
             return Ok(handle);
         };
@@ -386,29 +437,5 @@ impl LockFactory {
             }),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// The BLOCK argument for a wait of `timeout`: 0 waits without limit, so a zero (or sub-ms)
-/// timeout becomes 1 ms rather than forever.
-fn block_ms(timeout: Option<Duration>) -> i64 {
-    match timeout {
-        None => 0,
-        Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
-    }
-}
-
-#[cfg(test)]
-mod block_tests {
-    use super::block_ms;
-    use std::time::Duration;
-
-    #[test]
-    fn block_argument() {
-        assert_eq!(block_ms(None), 0);
-        assert_eq!(block_ms(Some(Duration::ZERO)), 1);
-        assert_eq!(block_ms(Some(Duration::from_micros(300))), 1);
-        assert_eq!(block_ms(Some(Duration::from_millis(1500))), 1500);
-        assert_eq!(block_ms(Some(Duration::MAX)), i64::MAX);
     }
 }

@@ -1,19 +1,23 @@
 //! [`LockHandle`]: a lease this process holds, and [`Released`]: the outcome of a scope.
 
+#[cfg(feature = "aio")]
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+#[cfg(feature = "aio")]
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::cmd::{self, Lease};
+#[cfg(feature = "aio")]
 use crate::keeper::Keeper;
-use crate::wire::{self, Lease};
+use crate::wire;
 use crate::Error;
 
 /// A lease on one lock: its key, lease id, fencing token and time left.
 ///
 /// A handle is plain data. It holds no connection, and dropping it makes no network call: a
 /// lease that is never released ends at its TTL. Every call that talks to Redis takes a
-/// connection, sync or async (`_async`).
+/// connection, sync or async (`_async`, with the `aio` feature).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHandle {
     key: String,
@@ -72,12 +76,61 @@ impl LockHandle {
         handle
     }
 
-    /// Records a fresh reply. The server measured `ttl_left` at some moment after `sent`, so
-    /// `sent + ttl_left` is an instant before which the lease cannot have expired.
+    /// The handle of a lease granted by `request`, for an ACQUIRE sent outside the factory (in
+    /// a [`redis::pipe()`], say): `lease` is its reply and `sent` when it was sent (for
+    /// [`valid_until`](Self::valid_until)). Renewals ask for the request's TTL.
+    ///
+    /// ```no_run
+    /// # fn demo(con: &mut redis::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::{Duration, Instant};
+    /// use pylocks::{cmd, LockHandle};
+    /// // Two locks in one round trip.
+    /// let (a, b) = (cmd::acquire("a", Duration::from_secs(30)), cmd::acquire("b", Duration::from_secs(30)));
+    /// let sent = Instant::now();
+    /// let (la, lb): (Option<cmd::Lease>, Option<cmd::Lease>) =
+    ///     redis::pipe().add_command(a.to_cmd()?).add_command(b.to_cmd()?).query(con)?;
+    /// if let (Some(la), Some(lb)) = (la, lb) {
+    ///     let (ha, hb) = (LockHandle::from_acquire(&a, la, sent)?, LockHandle::from_acquire(&b, lb, sent)?);
+    ///     // ... work under both ...
+    ///     ha.release(con)?;
+    ///     hb.release(con)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedReply`] when `lease` is not the lease the request names: the reply
+    /// does not answer this request.
+    pub fn from_acquire(
+        request: &cmd::Acquire,
+        lease: Lease,
+        sent: Instant,
+    ) -> Result<Self, Error> {
+        if request.lease_id() != lease.id {
+            return Err(Error::UnexpectedReply {
+                command: pylock_core::Acquire::NAME,
+                detail: format!(
+                    "the request named lease {:?}, the reply {:?}",
+                    request.lease_id(),
+                    lease.id
+                ),
+            });
+        }
+        Ok(Self::new(
+            request.key().to_string(),
+            lease,
+            sent,
+            request.ttl(),
+        ))
+    }
+
+    /// Records a fresh reply. The server measured the time left at some moment after `sent`,
+    /// so `sent + ttl` is an instant before which the lease cannot have expired.
     fn update(&mut self, lease: Lease, sent: Instant) {
         self.token = lease.token;
-        self.ttl_left = lease.ttl_left;
-        self.valid_until = sent + lease.ttl_left;
+        self.ttl_left = lease.ttl;
+        self.valid_until = sent + lease.ttl;
     }
 
     /// The lock's key.
@@ -132,6 +185,7 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`confirm`](Self::confirm).
+    #[cfg(feature = "aio")]
     pub async fn confirm_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
@@ -151,8 +205,7 @@ impl LockHandle {
         con: &mut C,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let ms = wire::ttl_ms(ttl)?;
-        self.confirm_with(con, Some(ms))?;
+        self.confirm_with(con, Some(ttl))?;
         self.lease_ttl = ttl;
         Ok(())
     }
@@ -162,39 +215,59 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`extend`](Self::extend).
+    #[cfg(feature = "aio")]
     pub async fn extend_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let ms = wire::ttl_ms(ttl)?;
-        self.confirm_with_async(con, Some(ms)).await?;
+        self.confirm_with_async(con, Some(ttl)).await?;
         self.lease_ttl = ttl;
         Ok(())
     }
 
+    /// The CONFIRM of this lease, for a pipeline (add `.extend(ttl)` to extend it). Its reply
+    /// is a [`Lease`]; this handle does not see it, so its [`ttl`](Self::ttl) and
+    /// [`valid_until`](Self::valid_until) stay as they were.
+    pub fn confirm_cmd(&self) -> cmd::Confirm {
+        cmd::confirm(&*self.key, &*self.lease_id)
+    }
+
+    /// The RELEASE of this lease, for a pipeline: for example the release and the work's last
+    /// write in one round trip. Its reply is integer 1, or `NOTHELD` / `NOTOWNED`.
+    pub fn release_cmd(&self) -> cmd::Release {
+        cmd::release(&*self.key, &*self.lease_id)
+    }
+
+    fn confirm_request(&self, extend: Option<Duration>) -> cmd::Confirm {
+        match extend {
+            Some(ttl) => self.confirm_cmd().extend(ttl),
+            None => self.confirm_cmd(),
+        }
+    }
+
+    /// Every confirm goes through here; `extend` adds `EXTEND`.
     fn confirm_with<C: redis::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
-        extend_ms: Option<i64>,
+        extend: Option<Duration>,
     ) -> Result<(), Error> {
+        let cmd = self.confirm_request(extend).to_cmd()?;
         let sent = Instant::now();
-        let reply = wire::run(
-            con,
-            &wire::confirm_cmd(&self.key, &self.lease_id, extend_ms),
-        );
+        let reply = wire::run(con, &cmd);
         let lease = wire::confirm_reply(&self.key, reply)?;
         self.update(lease, sent);
         Ok(())
     }
 
+    #[cfg(feature = "aio")]
     pub(crate) async fn confirm_with_async<C: redis::aio::ConnectionLike + ?Sized>(
         &mut self,
         con: &mut C,
-        extend_ms: Option<i64>,
+        extend: Option<Duration>,
     ) -> Result<(), Error> {
+        let cmd = self.confirm_request(extend).to_cmd()?;
         let sent = Instant::now();
-        let cmd = wire::confirm_cmd(&self.key, &self.lease_id, extend_ms);
         let reply = wire::run_async(con, &cmd).await;
         let lease = wire::confirm_reply(&self.key, reply)?;
         self.update(lease, sent);
@@ -210,7 +283,7 @@ impl LockHandle {
     /// holds the lock (it is left untouched), [`Error::Redis`] for transport failures (the
     /// lease then ends at its TTL; a clone of the handle can retry), [`Error::UnexpectedReply`].
     pub fn release<C: redis::ConnectionLike + ?Sized>(self, con: &mut C) -> Result<(), Error> {
-        let reply = wire::run(con, &wire::release_cmd(&self.key, &self.lease_id));
+        let reply = wire::run(con, &self.release_cmd().to_cmd());
         wire::release_reply(&self.key, reply)
     }
 
@@ -219,11 +292,12 @@ impl LockHandle {
     /// # Errors
     ///
     /// As [`release`](Self::release).
+    #[cfg(feature = "aio")]
     pub async fn release_async<C: redis::aio::ConnectionLike + ?Sized>(
         self,
         con: &mut C,
     ) -> Result<(), Error> {
-        let reply = wire::run_async(con, &wire::release_cmd(&self.key, &self.lease_id)).await;
+        let reply = wire::run_async(con, &self.release_cmd().to_cmd()).await;
         wire::release_reply(&self.key, reply)
     }
 
@@ -275,6 +349,7 @@ impl LockHandle {
     /// let total = scope.into_result()??;
     /// # let _ = total; Ok(()) }
     /// ```
+    #[cfg(feature = "aio")]
     pub async fn releasing_async<C, R, F>(self, con: &mut C, work: F) -> Released<R>
     where
         C: redis::aio::ConnectionLike + ?Sized,
@@ -298,7 +373,8 @@ impl LockHandle {
         }
     }
 
-    /// Starts a [`Keeper`] that renews this lease in the background on a tokio runtime.
+    /// Starts a [`Keeper`] that renews this lease in the background on a tokio runtime
+    /// (`aio` feature).
     ///
     /// It extends the lease to [`lease_ttl`](Self::lease_ttl) every third of that TTL, using
     /// `con` (a clone of a `MultiplexedConnection` or `ConnectionManager`, or a cluster
@@ -307,6 +383,7 @@ impl LockHandle {
     /// # Panics
     ///
     /// When called outside a tokio runtime.
+    #[cfg(feature = "aio")]
     pub fn keep_alive<C>(self, con: C) -> Keeper
     where
         C: redis::aio::ConnectionLike + Send + 'static,

@@ -1,6 +1,7 @@
 //! [`Keeper`]: renews a lease in the background for a long task, and says at once when it is lost.
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -118,18 +119,24 @@ impl Keeper {
     /// the keeper finds the lease lost; `work` is then dropped where it stood.
     pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output, Error> {
         let mut watch = self.watch.clone();
-        let lost = async move {
+        let mut lost = std::pin::pin!(async move {
             match watch.lost().await {
                 Some(e) => e,
                 // The renewing task cannot end while `self` is borrowed, except by a panic.
                 None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            biased;
-            e = lost => Err(e),
-            output = work => Ok(output),
-        }
+        });
+        let mut work = std::pin::pin!(work);
+        // The loss is polled first, so work that is ready in the same wake-up as a loss is
+        // not reported as done under a lost lease. (Written out rather than `tokio::select!`,
+        // which would put tokio's `macros` feature in the library's dependencies.)
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(e) = lost.as_mut().poll(cx) {
+                return Poll::Ready(Err(e));
+            }
+            work.as_mut().poll(cx).map(Ok)
+        })
+        .await
     }
 
     /// Stops renewing and returns the handle; the lease then ends at its TTL unless released.
@@ -169,8 +176,6 @@ where
     let ttl = handle.lease_ttl();
     let period = (ttl / 3).max(Duration::from_millis(1));
     let retry = (ttl / 20).max(Duration::from_millis(5));
-    // Milliseconds were validated when the lease was made; a TTL below 1 ms never gets here.
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
     // Renew every third of the TTL, and well before the lease may expire when less is left
     // (a handle from `get_handle` may come with little time left).
     let next_renewal = |handle: &LockHandle| {
@@ -183,7 +188,7 @@ where
     let loss = loop {
         tokio::time::sleep(wait).await;
         let deadline = Instant::from_std(handle.valid_until());
-        let attempt = handle.confirm_with_async(&mut con, Some(ttl_ms));
+        let attempt = handle.confirm_with_async(&mut con, Some(ttl));
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(())) => {
                 last_error = None;

@@ -10,6 +10,43 @@
 //! connections) for the `_async` API. Each command names one key, the lock's, as its first
 //! argument, and none uses `MULTI`, so cluster connections route every call.
 //!
+//! # Features
+//!
+//! - `aio` (default): the `_async` methods and the [`Keeper`], on tokio. It enables `redis`'s
+//!   `aio` and `tokio-comp` features and needs tokio's `rt`, `time` and `sync`, never its
+//!   `macros` or multi-thread runtime. Without it (`default-features = false`) the crate is
+//!   sync only, and pulls in neither tokio nor redis's async stack.
+//!
+//! # The lease id is the client's
+//!
+//! The client names every lease it asks for: a random UUID (version 4, lowercase, hyphenated,
+//! as the server would make one), sent as `PYLOCK.ACQUIRE key ttl LEASE id`. The server grants
+//! an ACQUIRE naming the lease that already holds the lock again, with the same fencing token
+//! and the TTL reset, so a request sent again after its reply was lost cannot strand the lock
+//! under a lease nobody knows. [`LockFactory::acquire_cmd`] gives the request, whose
+//! [`lease_id`](cmd::Acquire::lease_id) is known before it is sent and which
+//! [`LockFactory::acquire_with`] sends as often as needed;
+//! [`lease`](cmd::Acquire::lease) names a lease of your own instead, for example one per task
+//! so that a redelivered task asks for the same lease. The Python client does the same.
+//!
+//! # Pipelines
+//!
+//! [`cmd`] builds each PYLOCK command as a `redis::Cmd` for a [`redis::pipe()`] or a `MULTI`
+//! block, and parses their replies ([`cmd::Lease`], [`cmd::LockInfo`]). The factory and the
+//! handle send these same commands; [`LockHandle::from_acquire`],
+//! [`LockHandle::confirm_cmd`] and [`LockHandle::release_cmd`] join the two.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! # fn demo(con: &mut redis::Connection, handle: pylocks::LockHandle) -> Result<(), Box<dyn std::error::Error>> {
+//! // The work's last write and the release, in one round trip.
+//! let ((), released): ((), i64) = redis::pipe()
+//!     .set("person:42", 47)
+//!     .add_command(handle.release_cmd().to_cmd())
+//!     .query(con)?;
+//! # let _ = released; Ok(()) }
+//! ```
+//!
 //! # Pattern 1: take the lock inside the task
 //!
 //! The task tries to acquire when it starts. If the lock is held, it fails (and the queue may
@@ -111,6 +148,7 @@
 //! loss at once; [`Keeper::while_held`] stops the work when that happens.
 //!
 //! ```no_run
+//! # #[cfg(feature = "aio")]
 //! # async fn demo(people: pylocks::LockFactory) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
 //! let mut con = client.get_multiplexed_async_connection().await?;
@@ -128,18 +166,23 @@
 //! # Layout
 //!
 //! - `key`: the lock key format.
-//! - `wire`: each command's request and reply reading, over `pylock_core`'s command and reply
-//!   types; the only place that knows the commands' shapes.
+//! - [`cmd`]: the public command builders and reply types; the only place that writes the
+//!   commands, over `pylock_core`'s command types, and reads their replies, over its reply
+//!   parsers. It makes the lease ids.
+//! - `wire`: sending a command (sync, or async with `aio`) and turning its reply into this
+//!   crate's errors; `WAIT` for durability.
 //! - [`LockFactory`] (`factory`): names locks, acquires and finds leases, optional durability.
 //! - [`LockHandle`] and [`Released`] (`handle`): confirm, extend, release, release in a scope.
-//! - [`Keeper`] (`keeper`): background renewal on tokio.
+//! - [`Keeper`] (`keeper`, `aio` only): background renewal on tokio.
 //! - [`Error`] (`error`): the one error type, and the mapping of server error codes.
 
 #![deny(missing_docs)]
 
+pub mod cmd;
 mod error;
 mod factory;
 mod handle;
+#[cfg(feature = "aio")]
 mod keeper;
 mod key;
 mod wire;
@@ -147,6 +190,7 @@ mod wire;
 pub use error::Error;
 pub use factory::{Durability, LockFactory, LockFactoryBuilder};
 pub use handle::{LockHandle, Released};
+#[cfg(feature = "aio")]
 pub use keeper::{Keeper, LeaseStatus, LeaseWatch};
 
 /// The `redis` crate this client is built against; connections given to it must come from

@@ -20,7 +20,7 @@ server_tests! {
         let f = people(Duration::from_secs(60));
         let h = f.acquire(&mut con, [42]).unwrap();
         assert_eq!(h.key(), "locks_example:person:42");
-        assert_eq!(h.lease_id().len(), 36, "a server-made UUID: {}", h.lease_id());
+        assert_eq!(h.lease_id().len(), 36, "a UUID, made by the client: {}", h.lease_id());
         assert!(h.token() > 0);
         assert!(h.ttl() > Duration::from_secs(59) && h.ttl() <= Duration::from_secs(60));
         assert_eq!(h.lease_ttl(), Duration::from_secs(60));
