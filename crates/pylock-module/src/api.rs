@@ -447,6 +447,39 @@ impl Ctx {
         unsafe { rm!(RedisModule_Replicate)(self.0, c"DEL".as_ptr(), c"s".as_ptr(), key.0) };
     }
 
+    /// Whether a module-unblocked client is answered exactly once even when `CLIENT UNBLOCK`
+    /// meets it before Redis delivered the unblock: true on Valkey and on Redis 7.4 or later
+    /// (Redis fixed it there); false on Redis 7.0 to 7.2, where the client is left with no reply.
+    pub(crate) fn unblock_is_race_free(self) -> bool {
+        let is_valkey = self.server_info_has(c"server", c"valkey_version");
+        // 0x00MMmmpp; Valkey reports the Redis version it is compatible with (7.2.4).
+        let version = unsafe { raw::RedisModule_GetServerVersion }.map_or(0, |f| unsafe { f() });
+        is_valkey || version >= 0x0007_0400
+    }
+
+    /// Whether `INFO <section>` has the field `field`.
+    fn server_info_has(self, section: &CStr, field: &CStr) -> bool {
+        let fns = unsafe {
+            (
+                raw::RedisModule_GetServerInfo,
+                raw::RedisModule_ServerInfoGetFieldC,
+                raw::RedisModule_FreeServerInfo,
+            )
+        };
+        let (Some(get), Some(get_field), Some(free)) = fns else {
+            return false;
+        };
+        unsafe {
+            let info = get(self.0, section.as_ptr());
+            if info.is_null() {
+                return false;
+            }
+            let present = !get_field(info, field.as_ptr()).is_null();
+            free(self.0, info);
+            present
+        }
+    }
+
     /// Reads `INFO <section>` field `field` as an integer.
     pub(crate) fn server_info_int(self, section: &CStr, field: &CStr) -> Option<i64> {
         let fns = unsafe {
@@ -925,9 +958,6 @@ pub(crate) enum ServerEvent {
     RoleChanged,
     Loading,
     ReplicaChange,
-    /// The event loop is about to sleep: the last moment before Redis hands blocked clients
-    /// their replies (Redis 7.0 runs it right before `moduleHandleBlockedClients`).
-    BeforeSleep,
 }
 
 /// A handler of server events, run under [`guard`].
@@ -938,7 +968,7 @@ pub(crate) trait ServerEventHandler: 'static {
 unsafe extern "C" fn server_event_trampoline<H: ServerEventHandler>(
     ctx: *mut raw::RedisModuleCtx,
     event: raw::RedisModuleEvent,
-    subevent: u64,
+    _subevent: u64,
     _data: *mut c_void,
 ) {
     let event = match event.id {
@@ -946,11 +976,6 @@ unsafe extern "C" fn server_event_trampoline<H: ServerEventHandler>(
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED => ServerEvent::RoleChanged,
         raw::REDISMODULE_EVENT_LOADING => ServerEvent::Loading,
         raw::REDISMODULE_EVENT_REPLICA_CHANGE => ServerEvent::ReplicaChange,
-        raw::REDISMODULE_EVENT_EVENTLOOP
-            if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP =>
-        {
-            ServerEvent::BeforeSleep
-        }
         _ => return,
     };
     guard(ctx, "server event", || H::event(Ctx(ctx), event));
@@ -970,7 +995,6 @@ pub(crate) fn subscribe_server_events<H: ServerEventHandler>(
             ServerEvent::RoleChanged => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             ServerEvent::Loading => raw::REDISMODULE_EVENT_LOADING,
             ServerEvent::ReplicaChange => raw::REDISMODULE_EVENT_REPLICA_CHANGE,
-            ServerEvent::BeforeSleep => raw::REDISMODULE_EVENT_EVENTLOOP,
         };
         let event = raw::RedisModuleEvent { id, dataver: 1 };
         unsafe { subscribe(ctx.0, event, Some(server_event_trampoline::<H>)) == OK }

@@ -6,19 +6,25 @@
 //! is released with no reply at all and hangs. With the module's own timer, the grant and the
 //! timeout are decided in one place, so every waiter gets exactly one answer.
 //!
-//! **Unblocking is deferred to the event loop's before-sleep event** for a hand-off made
+//! **On Redis 7.0 to 7.2, unblocking is deferred to a 0 ms module timer** for a hand-off made
 //! inside a command (RELEASE, or an ACQUIRE that serves the queue). Unblocking at once would
 //! let a `CLIENT UNBLOCK` of that client, later in the same turn, meet a client the module had
-//! already unblocked: Redis 7.0 then skips the timeout callback and the ACQUIRE never gets a
-//! reply. Until before-sleep, the client is still blocked as Redis sees it, so `CLIENT UNBLOCK`
-//! and disconnects take the normal callbacks, which find the answer pending here and cancel
-//! it. Redis 7.0 fires before-sleep immediately before it hands module-unblocked clients their
-//! replies (`moduleHandleBlockedClients`), so no command runs in between and the answer goes
-//! out in the same turn. Valkey fires it after that step, so the answer goes out one (short)
-//! turn later; a `CLIENT UNBLOCK` in that turn is still answered exactly once, as Valkey
-//! skips a timeout for an unblocked client and drops the reply of one unblocked with an error.
-//! The lock is stored for the waiter meanwhile, so nobody else can take it. A hand-off made in
-//! a timer (expiry) unblocks at once: no command runs between a timer and before-sleep.
+//! already unblocked: those servers then skip the timeout callback and the ACQUIRE never gets
+//! a reply. Until the timer runs, the client is still blocked as Redis sees it, so
+//! `CLIENT UNBLOCK` and disconnects take the normal callbacks, which find the answer pending
+//! here and cancel it. The timer runs after the turn's commands and before `beforeSleep`
+//! hands out module-unblocked replies, so no command runs in between. The lock is stored for
+//! the waiter meanwhile, so nobody else can take it. A hand-off made in a timer (expiry)
+//! unblocks at once for the same reason.
+//!
+//! **On Valkey and Redis 7.4 or later the unblock is immediate**: there a `CLIENT UNBLOCK` of a
+//! client the module already unblocked is answered exactly once (a timeout is ignored and the
+//! grant delivered; with `ERROR` the client gets only the error, its grant is never read and
+//! is taken back as below). That saves a timer per hand-off.
+//!
+//! (An event-loop before-sleep event would also do for 7.0, but a module subscribed to it
+//! makes Redis build a context for it twice per event-loop turn, for every client's commands,
+//! whether or not anyone waits: a tax on the whole server that a timer per hand-off avoids.)
 //!
 //! **A grant nobody received is taken back.** Everyone answered with one grant (several only
 //! when they sent the same LEASE) shares a `pylock_core::queue::Delivery`; when the last of
@@ -96,8 +102,19 @@ impl Grant {
 thread_local! {
     /// Waiters taken off their queue with their answer decided, not yet unblocked.
     static PENDING: RefCell<Vec<(Blocked, Answer)>> = const { RefCell::new(Vec::new()) };
+    /// Whether a `Job::Deliver` timer is scheduled.
+    static DELIVERY_SCHEDULED: Cell<bool> = const { Cell::new(false) };
     /// Whether a module timer's job is running now.
     static IN_TIMER: Cell<bool> = const { Cell::new(false) };
+    /// Whether this server answers a module-unblocked client once whatever `CLIENT UNBLOCK`
+    /// does in the same turn (see the module docs); set at load time.
+    static UNBLOCK_IS_RACE_FREE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Learns whether this server needs the deferred unblock.
+pub(super) fn configure(ctx: Ctx) {
+    let race_free = ctx.unblock_is_race_free();
+    UNBLOCK_IS_RACE_FREE.with(|u| u.set(race_free));
 }
 
 /// Marks a timer's job as running while it lives.
@@ -116,28 +133,28 @@ impl Drop for InTimer {
     }
 }
 
-/// Records `answer` for `client`: unblocks it at once from a timer, else at before-sleep.
-pub(super) fn answer_later(_ctx: Ctx, client: Blocked, answer: Answer) {
+/// Records `answer` for `client` and unblocks it: at once from a timer or where that is race
+/// free, else from a 0 ms timer (see the module docs).
+pub(super) fn answer_later(ctx: Ctx, client: Blocked, answer: Answer) {
     if let Answer::Grant(g) = &answer {
         g.delivery.borrow_mut().join();
     }
-    if IN_TIMER.with(Cell::get) {
+    if IN_TIMER.with(Cell::get) || UNBLOCK_IS_RACE_FREE.with(Cell::get) {
         api::unblock::<AcquireWaiter>(client, Some(answer));
-    } else {
-        PENDING.with(|p| p.borrow_mut().push((client, answer)));
+        return;
+    }
+    PENDING.with(|p| p.borrow_mut().push((client, answer)));
+    if !DELIVERY_SCHEDULED.with(Cell::get) {
+        DELIVERY_SCHEDULED.with(|d| d.set(true));
+        ctx.start_timer(0, Job::Deliver);
     }
 }
 
-/// Unblocks every client whose answer is decided (the before-sleep event).
+/// Unblocks every client whose answer is decided (the `Job::Deliver` timer).
 pub(super) fn deliver_pending() {
-    let pending = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut *p))
-    });
-    for (client, answer) in pending.into_iter().flatten() {
+    DELIVERY_SCHEDULED.with(|d| d.set(false));
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for (client, answer) in pending {
         api::unblock::<AcquireWaiter>(client, Some(answer));
     }
 }
@@ -195,7 +212,7 @@ impl BlockedKind for AcquireWaiter {
     fn timed_out(mut ctx: Ctx, client: Blocked) {
         // Queued, or taken off the queue with an answer not yet delivered; a client the module
         // already unblocked never reaches this callback.
-        let was_waiting = if super::forget(ctx, client) {
+        let was_waiting = if super::forget(client) {
             true
         } else if let Some(answer) = take_pending(client) {
             // Its answer was decided but not delivered: it gets nil instead.
@@ -218,7 +235,7 @@ impl BlockedKind for AcquireWaiter {
 
     /// The client went away while waiting (or `CLIENT UNBLOCK … ERROR`): leave the queue.
     fn disconnected(ctx: Ctx, client: Blocked) {
-        if super::forget(ctx, client) {
+        if super::forget(client) {
             api::unblock::<AcquireWaiter>(client, None);
         } else if let Some(answer) = take_pending(client) {
             // Decided but not delivered: take the grant back.
@@ -240,7 +257,7 @@ impl BlockedKind for AcquireWaiter {
 /// Answers every waiter of `id` with `TRYAGAIN`: this node no longer serves the lock, and a
 /// retry (cluster clients retry TRYAGAIN by themselves) is redirected to the node that does.
 pub(super) fn redirect_all(ctx: Ctx, id: &LockId) {
-    for client in super::take_all(ctx, id) {
+    for client in super::take_all(id) {
         answer_later(ctx, client, Answer::Moved);
     }
 }

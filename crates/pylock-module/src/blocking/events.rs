@@ -1,7 +1,7 @@
 //! The events blocking listens to: keyspace events, by which a lock can vanish without a PYLOCK
-//! command, and the event loop's before-sleep, where deferred answers are delivered.
+//! command.
 
-use crate::api::{self, Arg, Ctx, KeyspaceHandler, ServerEvent, ServerEventHandler};
+use crate::api::{self, Arg, Ctx, KeyspaceHandler};
 use crate::stats;
 
 use super::{delivery, timers, LockId, REGISTRY};
@@ -27,23 +27,9 @@ impl KeyspaceHandler for KeyspaceWatch {
     }
 }
 
-struct EventLoop;
-
-impl ServerEventHandler for EventLoop {
-    fn event(_ctx: Ctx, event: ServerEvent) {
-        if event == ServerEvent::BeforeSleep {
-            delivery::deliver_pending();
-        }
-    }
-}
-
-/// Subscribes to the keyspace events by which a lock can vanish and to the event loop's
-/// before-sleep event.
+/// Subscribes to the keyspace events by which a lock can vanish, and learns how this server
+/// delivers unblocks (see `delivery`).
 pub(crate) fn subscribe(ctx: Ctx) -> Result<(), String> {
-    api::subscribe_keyspace::<KeyspaceWatch>(ctx)?;
-    if api::subscribe_server_events::<EventLoop>(ctx, &[ServerEvent::BeforeSleep]) {
-        Ok(())
-    } else {
-        Err("could not subscribe to the event loop's before-sleep event".into())
-    }
+    delivery::configure(ctx);
+    api::subscribe_keyspace::<KeyspaceWatch>(ctx)
 }

@@ -8,7 +8,7 @@
 //! can take the lock in between. What triggers a hand-off:
 //!
 //! - `PYLOCK.RELEASE` of the holder (inside the release itself);
-//! - the holder's deadline: a module timer per queue fires at the deadline ([`timers`]);
+//! - the holder's deadline: the module's wake-up timer fires at it ([`timers`]);
 //! - any other way the key disappears (DEL, UNLINK, RENAME, eviction, expiry seen elsewhere):
 //!   a keyspace notification schedules an immediate timer, since a notification callback must
 //!   not write ([`events`]);
@@ -23,7 +23,7 @@
 //! | --- | --- |
 //! | `mod.rs` | the registry of queues and waiters; block, hand-off, counts |
 //! | `delivery.rs` | answers: deferred unblocking, the blocked-client callbacks, revocation |
-//! | `timers.rs` | deadline timers, the shared BLOCK-timeout timer, revocation timers |
+//! | `timers.rs` | the one wake-up timer for holders' deadlines and BLOCK timeouts; revocations |
 //! | `events.rs` | keyspace events and the event loop's before-sleep event |
 //!
 //! All of this runs on Redis's main thread: the state is thread-local.
@@ -57,11 +57,21 @@ struct LockId {
     key: Box<[u8]>,
 }
 
-/// The waiters of one lock and its deadline timer (with the Unix ms it fires at).
+/// The waiters of one lock, and when they are next looked after (the holder's deadline, or
+/// at once after an event), as a place among the wake-ups with its Unix ms.
 #[derive(Default)]
 struct LockQueue {
     queue: WaitQueue<Blocked>,
-    timer: Option<(Timer<Job>, i64)>,
+    serve_at: Option<(DeadlineId, i64)>,
+}
+
+/// What the wake-up timer does for one entry that has come due.
+#[derive(Debug, Clone)]
+enum Wake {
+    /// A waiter's BLOCK time ran out.
+    Timeout(Blocked),
+    /// A lock with waiters may be free: its holder's deadline, or an event.
+    Serve(LockId),
 }
 
 /// A blocked client: the lock it waits for, and its place among the BLOCK timeouts.
@@ -75,9 +85,11 @@ struct Registry {
     /// Queues by database, then key (so a lookup by borrowed key bytes allocates nothing).
     queues: HashMap<c_int, HashMap<Box<[u8]>, LockQueue>>,
     clients: HashMap<Blocked, Client>,
-    /// Every waiter's BLOCK timeout; one timer serves them all.
-    timeouts: Deadlines<Blocked>,
-    timeout_timer: Option<(Timer<Job>, i64)>,
+    /// Holders' deadlines of locks with waiters, and every waiter's BLOCK timeout. One timer
+    /// serves them all, set for the earliest: serving a waiter or emptying a queue stops no
+    /// timer, and a hand-off with a queue left creates none while later deadlines wait.
+    wakes: Deadlines<Wake>,
+    wake_timer: Option<(Timer<Job>, i64)>,
 }
 
 impl Registry {
@@ -89,24 +101,28 @@ impl Registry {
         self.queues.get_mut(&id.db)?.get_mut(&id.key)
     }
 
-    /// Removes the queue of `id` if nobody waits in it; its timer, to be stopped.
-    fn drop_if_empty(&mut self, id: &LockId) -> Option<Timer<Job>> {
-        let by_key = self.queues.get_mut(&id.db)?;
-        if !by_key.get(&id.key)?.queue.is_empty() {
-            return None;
+    /// Removes the queue of `id` if nobody waits in it, with its wake-up.
+    fn drop_if_empty(&mut self, id: &LockId) {
+        let Some(by_key) = self.queues.get_mut(&id.db) else {
+            return;
+        };
+        if !by_key.get(&id.key).is_some_and(|q| q.queue.is_empty()) {
+            return;
         }
-        let timer = by_key.remove(&id.key).and_then(|q| q.timer).map(|(t, _)| t);
+        let serve_at = by_key.remove(&id.key).and_then(|q| q.serve_at);
         if by_key.is_empty() {
             self.queues.remove(&id.db);
         }
-        timer
+        if let Some((place, _)) = serve_at {
+            self.wakes.remove(place);
+        }
     }
 
     /// Forgets `client`'s registration (its queue place is removed by the caller).
     fn unregister(&mut self, client: Blocked) -> Option<LockId> {
         let c = self.clients.remove(&client)?;
         if let Some(t) = c.timeout {
-            self.timeouts.remove(t);
+            self.wakes.remove(t);
         }
         stats::WAITING.decr();
         Some(c.lock)
@@ -159,7 +175,7 @@ pub(crate) fn block(
     };
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        let timeout = deadline.map(|at| r.timeouts.insert(at, client));
+        let timeout = deadline.map(|at| r.wakes.insert(at, Wake::Timeout(client)));
         r.clients.insert(
             client,
             Client {
@@ -180,7 +196,7 @@ pub(crate) fn block(
     });
     stats::WAITING.incr();
     if let Some(at) = deadline {
-        timers::arm_timeouts(ctx, at);
+        timers::wake_by(ctx, at);
     }
     if let Some(at) = holder_deadline_ms {
         timers::arm(ctx, &id, at);
@@ -190,7 +206,7 @@ pub(crate) fn block(
 
 /// Grants the lock at `key` (open for writing in `lock`, and free) to the longest waiter, and
 /// answers every later waiter that asked with the same LEASE with that grant. Does nothing if
-/// nobody waits. Re-arms the deadline timer while waiters remain.
+/// nobody waits. While waiters remain, they are looked after again at the new deadline.
 pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64) {
     let id = LockId {
         db: ctx.db(),
@@ -203,15 +219,12 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         for (w, _) in &handoff.same_lease {
             r.unregister(w.client);
         }
-        let stop = r.drop_if_empty(&id);
-        Some((handoff, stop))
+        r.drop_if_empty(&id);
+        Some(handoff)
     });
-    let Some((handoff, stop)) = taken else {
+    let Some(handoff) = taken else {
         return;
     };
-    if let Some(timer) = stop {
-        ctx.stop_timer(timer);
-    }
     let head = &handoff.head;
     let req = Acquire {
         ttl_ms: head.ttl_ms,
@@ -248,29 +261,23 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
 }
 
 /// Takes `client` off its queue (timed out, gone, unblocked). Returns whether it was queued.
-fn forget(ctx: Ctx, client: Blocked) -> bool {
-    let stop = REGISTRY.with(|r| {
+fn forget(client: Blocked) -> bool {
+    REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        let id = r.unregister(client)?;
+        let Some(id) = r.unregister(client) else {
+            return false;
+        };
         if let Some(q) = r.queue_mut(&id) {
             q.queue.remove(&client);
         }
-        Some(r.drop_if_empty(&id))
-    });
-    match stop {
-        Some(timer) => {
-            if let Some(timer) = timer {
-                ctx.stop_timer(timer);
-            }
-            true
-        }
-        None => false,
-    }
+        r.drop_if_empty(&id);
+        true
+    })
 }
 
 /// Takes every waiter of `id` off its queue (this node no longer serves the lock).
-fn take_all(ctx: Ctx, id: &LockId) -> Vec<Blocked> {
-    let (clients, stop) = REGISTRY.with(|r| {
+fn take_all(id: &LockId) -> Vec<Blocked> {
+    REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
         let clients: Vec<Blocked> = match r.queue_mut(id) {
             Some(q) => q.queue.drain().map(|w| w.client).collect(),
@@ -279,10 +286,7 @@ fn take_all(ctx: Ctx, id: &LockId) -> Vec<Blocked> {
         for c in &clients {
             r.unregister(*c);
         }
-        (clients, r.drop_if_empty(id))
-    });
-    if let Some(timer) = stop {
-        ctx.stop_timer(timer);
-    }
-    clients
+        r.drop_if_empty(id);
+        clients
+    })
 }

@@ -1,5 +1,6 @@
-//! The module timers of blocking: a deadline timer per queue (hand the lock over when its
-//! holder's lease ends), one timer for every BLOCK timeout, and one-shot revocations.
+//! The module timers of blocking: one wake-up timer for every holder's deadline (hand the lock
+//! over when its lease ends) and every BLOCK timeout, set for the earliest of them
+//! (`pylock_core::queue::Deadlines` keeps them in order); and one-shot revocations.
 //!
 //! Timers never write on a replica (after a role change the primary decides the lock) or
 //! while writes are paused: they retry every [`PAUSE_POLL_MS`] until the pause ends.
@@ -14,15 +15,15 @@ use crate::effects;
 use crate::storage::LockKey;
 
 use super::delivery::{self, AcquireWaiter, InTimer};
-use super::{LockId, REGISTRY};
+use super::{LockId, Wake, REGISTRY};
 
 /// How often a timer retries a hand-off or a revocation while writes are paused.
 const PAUSE_POLL_MS: i64 = 10;
 
 /// What a timer does when it fires.
 pub(crate) enum Job {
-    /// Hand the lock to its waiters if it is free (else re-arm at the holder's deadline).
-    Serve(LockId),
+    /// The earliest wake-up has come: serve the locks and end the waits that are due.
+    Wake,
     /// A grant never reached its client: take it back if it still holds the lock, unchanged
     /// since (same deadline), and no other waiter answered with it received it.
     Revoke {
@@ -32,24 +33,15 @@ pub(crate) enum Job {
         deadline_ms: i64,
         delivery: Rc<RefCell<Delivery>>,
     },
-    /// Some BLOCK timeouts are due: answer those waiters nil.
-    Timeouts,
+    /// Unblock the clients whose answers are decided (see `delivery`).
+    Deliver,
 }
 
 impl TimerJob for Job {
     fn fire(self, ctx: Ctx) {
         let _in_timer = InTimer::enter();
         match self {
-            Job::Serve(id) => {
-                REGISTRY.with(|r| {
-                    if let Some(q) = r.borrow_mut().queue_mut(&id) {
-                        q.timer = None;
-                    }
-                });
-                if !ctx.flags().is_replica() {
-                    serve(ctx, &id);
-                }
-            }
+            Job::Wake => wake(ctx),
             // After a role change this server is a replica: its primary decides the lock now.
             Job::Revoke { .. } if ctx.flags().is_replica() => {}
             Job::Revoke {
@@ -59,64 +51,79 @@ impl TimerJob for Job {
                 deadline_ms,
                 delivery,
             } => revoke(ctx, lock, lease, token, deadline_ms, delivery),
-            Job::Timeouts => time_out(ctx),
+            Job::Deliver => delivery::deliver_pending(),
         }
     }
 }
 
-/// Makes sure the queue of `id` has a timer firing no later than `at_ms`.
+/// Makes sure the waiters of `id` are looked after no later than `at_ms`.
 pub(super) fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
-    let current = REGISTRY.with(|r| r.borrow_mut().queue_mut(id).map(|q| q.timer));
-    let Some(current) = current else { return }; // nobody waits
-    if let Some((timer, fires)) = current {
-        if fires <= at_ms {
-            return;
-        }
-        ctx.stop_timer(timer);
-    }
-    // At `now == deadline` the lease rules already count the lock as free (Redis itself
-    // expires the key a millisecond later), so the timer fires at the deadline itself.
-    // `serve` re-arms when the timer fires before the deadline (periods are clamped).
-    let timer = ctx.start_timer(at_ms.saturating_sub(ctx.now_ms()), Job::Serve(id.clone()));
-    REGISTRY.with(|r| {
-        if let Some(q) = r.borrow_mut().queue_mut(id) {
-            q.timer = Some((timer, at_ms));
-        }
-    });
-}
-
-/// Makes sure the BLOCK-timeout timer fires no later than `at_ms`. A waiter that leaves
-/// early stops nothing: the timer fires, finds it gone, and is set for the next timeout.
-pub(super) fn arm_timeouts(ctx: Ctx, at_ms: i64) {
-    let current = REGISTRY.with(|r| r.borrow().timeout_timer);
-    if let Some((timer, fires)) = current {
-        if fires <= at_ms {
-            return;
-        }
-        ctx.stop_timer(timer);
-    }
-    let timer = ctx.start_timer(at_ms.saturating_sub(ctx.now_ms()), Job::Timeouts);
-    REGISTRY.with(|r| r.borrow_mut().timeout_timer = Some((timer, at_ms)));
-}
-
-/// Ends the waits whose BLOCK time ran out, with nil, and sets the timer for the next one.
-fn time_out(ctx: Ctx) {
-    let now = ctx.now_ms();
-    let (due, next) = REGISTRY.with(|r| {
+    let placed = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        r.timeout_timer = None;
-        let due = r.timeouts.due(now);
-        (due, r.timeouts.next())
+        let r = &mut *r;
+        let q = r.queues.get_mut(&id.db)?.get_mut(&id.key)?; // nobody waits
+        if let Some((place, at)) = q.serve_at {
+            if at <= at_ms {
+                return None;
+            }
+            r.wakes.remove(place);
+        }
+        q.serve_at = Some((r.wakes.insert(at_ms, Wake::Serve(id.clone())), at_ms));
+        Some(())
     });
-    for client in due {
-        // Its deadline entry is gone already; `forget` takes it off its queue.
-        if super::forget(ctx, client) {
-            // The reply callback answers nil and counts the call as contended.
-            api::unblock::<AcquireWaiter>(client, None);
+    if placed.is_some() {
+        wake_by(ctx, at_ms);
+    }
+}
+
+/// Makes sure the wake-up timer fires no later than `at_ms`. At `now == deadline` the lease
+/// rules already count a lock as free (Redis itself expires the key a millisecond later), so
+/// the timer fires at the deadline itself; periods are clamped, and a timer that fires early
+/// finds nothing due and is set again.
+pub(super) fn wake_by(ctx: Ctx, at_ms: i64) {
+    let current = REGISTRY.with(|r| r.borrow().wake_timer);
+    if let Some((timer, fires)) = current {
+        if fires <= at_ms {
+            return;
+        }
+        ctx.stop_timer(timer);
+    }
+    let timer = ctx.start_timer(at_ms.saturating_sub(ctx.now_ms()), Job::Wake);
+    REGISTRY.with(|r| r.borrow_mut().wake_timer = Some((timer, at_ms)));
+}
+
+/// Serves the locks and ends the waits whose time has come, then sets the timer for the next.
+fn wake(ctx: Ctx) {
+    let now = ctx.now_ms();
+    let due = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        r.wake_timer = None;
+        r.wakes.due(now)
+    });
+    for entry in due {
+        match entry {
+            Wake::Timeout(client) => {
+                // Its wake-up entry is gone already; `forget` takes it off its queue.
+                if super::forget(client) {
+                    // The reply callback answers nil and counts the call as contended.
+                    api::unblock::<AcquireWaiter>(client, None);
+                }
+            }
+            Wake::Serve(id) => {
+                REGISTRY.with(|r| {
+                    if let Some(q) = r.borrow_mut().queue_mut(&id) {
+                        q.serve_at = None;
+                    }
+                });
+                // After a role change this server is a replica: its primary decides the lock.
+                if !ctx.flags().is_replica() {
+                    serve(ctx, &id);
+                }
+            }
         }
     }
-    if let Some(at) = next {
-        arm_timeouts(ctx, at);
+    if let Some(at) = REGISTRY.with(|r| r.borrow().wakes.next()) {
+        wake_by(ctx, at);
     }
 }
 
