@@ -310,17 +310,24 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
 /// newer module wrote it), a short or corrupt payload, or values no grant could have made
 /// (`pylock_core::stored` decides which).
 fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
-    stored::check_version(encver).ok()?;
+    if let Err(why) = stored::check_version(encver) {
+        io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
+        return None;
+    }
     let token = io.load_signed()?;
-    let lock = io
-        .load_bytes(|id| {
-            stored::check(encver, token, id)
-                .ok()
-                .and_then(|()| Lock::new(token, id))
-        })
-        .flatten()?;
-    observe_token(token);
-    Some(lock)
+    let checked =
+        io.load_bytes(|id| stored::check(encver, token, id).map(|()| Lock::new(token, id)))?;
+    match checked {
+        Ok(Some(lock)) => {
+            observe_token(token);
+            Some(lock)
+        }
+        Ok(None) => None,
+        Err(why) => {
+            io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
+            None
+        }
+    }
 }
 
 unsafe extern "C" fn aof_rewrite(
