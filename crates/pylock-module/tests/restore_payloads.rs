@@ -244,6 +244,48 @@ server_tests! {
         assert_no_crash(&b);
     }
 
+    /// A `PYLOCK.RESTORE` line in the AOF whose token no grant makes: the command refuses it
+    /// while loading. Redis 7.0 and Valkey 9 log the error reply as `== CRITICAL ==` and go on
+    /// loading the rest of the file: the server starts without that lock.
+    fn a_bad_pylock_restore_line_in_the_aof(kind: Kind) {
+        let mut s = Server::start_with(
+            kind,
+            &["--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "no"],
+        );
+        s.wait_aof_rewrite_done();
+        let mut con = s.conn();
+        let bad = acquire(&mut con, "lock:bad", 600_000).expect("free");
+        let good = acquire(&mut con, "lock:good", 600_000).expect("free");
+        s.kill();
+        let dir = s.dir().join("appendonlydir");
+        let incr = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+            .expect("an incr AOF");
+        let aof = std::fs::read(&incr).unwrap();
+        let token = bad.token.to_string();
+        let from = format!("$8\r\nlock:bad\r\n${}\r\n{}\r\n${}\r\n{token}\r\n", bad.id.len(), bad.id_str(), token.len());
+        let to = format!("$8\r\nlock:bad\r\n${}\r\n{}\r\n$1\r\n0\r\n", bad.id.len(), bad.id_str());
+        let text = String::from_utf8(aof).unwrap();
+        assert!(text.contains(&from), "{text}");
+        std::fs::write(&incr, text.replace(&from, &to)).unwrap();
+        s.restart_with(&[]);
+        let mut con = s.conn();
+        let log = payload::server_log(&s);
+        println!("--- {}:\n{log}", kind.name());
+        assert!(payload::crash_lines(&log).is_empty(), "{log}");
+        assert!(
+            log.contains("sending an error to its AOF-loading-client: '-ERR invalid fencing token' after processing the command 'pylock.restore'"),
+            "{log}"
+        );
+        // The refused line stored nothing; the rest of the file loaded.
+        assert!(holder(&mut con, "lock:bad").is_none());
+        let kept = holder(&mut con, "lock:good").expect("the good lease");
+        assert_eq!((kept.lease.id, kept.lease.token), (good.id, good.token));
+    }
+
     /// A corrupt lock in `dump.rdb` at start-up: Redis refuses to start, exits with status 1
     /// and says why in its log; it does not abort or crash. Redis stops at the first value it
     /// cannot load (it has no way to skip one), so this is the best a module can give.
