@@ -88,6 +88,24 @@ server_tests! {
         assert_no_crash(&s);
     }
 
+    /// Compatibility: a `DUMP` of encoding version 0, taken from Redis 7.0.15 (RDB version 10)
+    /// with this module on 2 December 2026, restores with its id and token on both servers. A
+    /// change of the encoding that broke existing payloads fails here.
+    fn a_payload_of_encoding_version_0_still_loads(kind: Kind) {
+        let hex = "0781a72968724fa590000281000661a0ebc8c1400511636f6d7061742d6c656173652d30303031000a00bab4b67b883ceba6";
+        let payload: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        let _: () = redis::cmd("RESTORE").arg("lock:old").arg(0).arg(&payload).query(&mut con).unwrap();
+        let h = holder(&mut con, "lock:old").expect("restored");
+        assert_eq!((h.lease.id_str(), h.lease.token), ("compat-lease-0001", 1_796_193_638_728_000));
+        let high: i64 = s.info("pylock", "pylock_token_high_water").unwrap().parse().unwrap();
+        assert!(high >= h.lease.token);
+    }
+
     /// The payload of the crash report: type and module id, nothing after them.
     fn the_reported_payload_is_refused(kind: Kind) {
         let s = Server::start(kind);
