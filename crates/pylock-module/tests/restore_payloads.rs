@@ -177,6 +177,9 @@ server_tests! {
             .collect();
         assert_eq!(bad.len(), 5);
         restore_all(&s, &dump, &bad, Some(&Verdict::Refused));
+        // At the default log level a refused RESTORE writes nothing (see the verbose test).
+        let log = payload::server_log(&s);
+        assert!(!log.contains("refusing a stored lock"), "{log}");
         let max = cases_named(&dump.body, &l, "token i64::MAX");
         let got = restore_all(&s, &dump, &max, None);
         assert!(matches!(&got[..], [Verdict::Restored { token: i64::MAX, .. }]), "{got:?}");
