@@ -1,18 +1,22 @@
-//! Test tools for the pylock module that go beyond one scenario per test. Both drive real
+//! Test tools for the pylock module that go beyond one scenario per test. They drive real
 //! servers started by `testkit`.
 //!
 //! - [`checker`]: the contention checker. Many clients hammer a few locks, and the checker
 //!   proves from the server's own answers that no lock was ever held by two leases at once.
 //! - [`malformed`]: a generator of malformed PYLOCK commands and a model of the wire contract
 //!   that says which replies each may get.
+//! - [`payload`]: mutated `DUMP` payloads of locks with a recomputed CRC64, for `RESTORE`, and
+//!   the check that each restores a well-formed lock or is refused without a crash.
 //!
 //! The module's suites use them at a small size (`crates/pylock-module/tests/contention.rs`,
-//! `cluster.rs`, `malformed.rs`; `faults.rs` borrows the checker's seeded [`checker::Rng`]).
-//! This crate's binaries run them at a large size: `check-contention`
-//! (`scripts/check-contention`) and `fuzz-commands` (`scripts/fuzz-commands`).
+//! `cluster.rs`, `malformed.rs`, `restore_payloads.rs`; `faults.rs` borrows the checker's
+//! seeded [`checker::Rng`]). This crate's binaries run them at a large size: `check-contention`
+//! (`scripts/check-contention`) and `fuzz-commands` (`scripts/fuzz-commands`, commands and
+//! payloads).
 
 pub mod checker;
 pub mod malformed;
+pub mod payload;
 
 /// The value after `name` on a command line (`--count 10` → `Some("10")`), for the binaries.
 pub fn cli_arg(args: &[String], name: &str) -> Option<String> {

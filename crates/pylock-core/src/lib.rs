@@ -8,6 +8,7 @@
 //!   them back out, so the module and the client share a single definition of the wire format.
 //! - [`lease`]: the lease rules, as pure functions of the stored state, the request and `now`.
 //! - [`token`]: fencing-token allocation.
+//! - [`stored`]: which locks read back from an RDB, AOF preamble or `DUMP` payload are kept.
 //! - [`queue`]: the rules of fair waiting: FIFO hand-off, same-LEASE retries, taking back a
 //!   grant nobody received, BLOCK timeouts.
 //! - [`reply`]: the shapes of the replies, written through a [`reply::ReplySink`] so that the
@@ -21,6 +22,7 @@ pub mod int;
 pub mod lease;
 pub mod queue;
 pub mod reply;
+pub mod stored;
 pub mod token;
 
 pub use command::{Acquire, Confirm, Info, Release};

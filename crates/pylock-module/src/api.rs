@@ -76,6 +76,8 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_SaveStringBuffer,
         RedisModule_LoadStringBuffer,
         RedisModule_IsIOError,
+        RedisModule_LogIOError,
+        RedisModule_GetContextFromIO,
         RedisModule_Free,
         RedisModule_EmitAOF,
         RedisModule_DigestAddStringBuffer,
@@ -1048,6 +1050,28 @@ impl Io {
         let out = f(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) });
         unsafe { rm!(RedisModule_Free)(buf.cast()) };
         Some(out)
+    }
+
+    /// Logs why a value read here was refused: at `warning` while the server loads a file or
+    /// a full sync (Redis then stops loading, and this line says why), at `verbose` for a
+    /// `RESTORE`, as Redis logs its own bad payloads, so clients cannot flood the log.
+    pub(crate) fn log_refusal(&mut self, msg: &str) {
+        let Ok(msg) = std::ffi::CString::new(msg.replace('\0', " ")) else {
+            return;
+        };
+        // SAFETY: `self.0` is the handle of the running callback; the context Redis returns
+        // for it lives until the callback ends.
+        let loading = unsafe {
+            let ctx = rm!(RedisModule_GetContextFromIO)(self.0);
+            !ctx.is_null()
+                && rm!(RedisModule_GetContextFlags)(ctx)
+                    & raw::REDISMODULE_CTX_FLAGS_LOADING as c_int
+                    != 0
+        };
+        let level = if loading { c"warning" } else { c"verbose" };
+        unsafe {
+            rm!(RedisModule_LogIOError)(self.0, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr())
+        };
     }
 
     pub(crate) fn save_signed(&mut self, v: i64) {

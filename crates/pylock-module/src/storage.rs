@@ -12,7 +12,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use pylock_core::{LeaseState, TokenClock, MAX_LEASE_ID_LEN};
+use pylock_core::{stored, LeaseState, TokenClock};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
@@ -127,7 +127,7 @@ impl<'a> LockRef<'a> {
 /// Type name as `TYPE key` shows it (Redis requires exactly 9 characters).
 pub(crate) const TYPE_NAME: &str = "pylock-lk";
 /// Bumped whenever the RDB encoding changes; `rdb_load` refuses versions it does not know.
-const ENCODING_VERSION: c_int = 0;
+const ENCODING_VERSION: c_int = stored::ENCODING_VERSION;
 
 pub(crate) static LOCK_TYPE: RedisType = RedisType::new(
     TYPE_NAME,
@@ -307,21 +307,27 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
 }
 
 /// Reads one lock of encoding `encver`. `None` for a version this module does not know (a
-/// newer module wrote it), a short or corrupt payload, or values no grant could have made.
+/// newer module wrote it), a short or corrupt payload, or values no grant could have made
+/// (`pylock_core::stored` decides which).
 fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
-    if encver != ENCODING_VERSION {
+    if let Err(why) = stored::check_version(encver) {
+        io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
         return None;
     }
     let token = io.load_signed()?;
-    let lock = io
-        .load_bytes(|id| {
-            (token > 0 && !id.is_empty() && id.len() <= MAX_LEASE_ID_LEN)
-                .then(|| Lock::new(token, id))
-                .flatten()
-        })
-        .flatten()?;
-    observe_token(token);
-    Some(lock)
+    let checked =
+        io.load_bytes(|id| stored::check(encver, token, id).map(|()| Lock::new(token, id)))?;
+    match checked {
+        Ok(Some(lock)) => {
+            observe_token(token);
+            Some(lock)
+        }
+        Ok(None) => None,
+        Err(why) => {
+            io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
+            None
+        }
+    }
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -371,7 +377,7 @@ unsafe extern "C" fn aux_save(io: *mut raw::RedisModuleIO, _when: c_int) {
 unsafe extern "C" fn aux_load(io: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     let mut io = Io::from_raw(io);
     let loaded = guard(std::ptr::null_mut(), "aux_load", || {
-        if encver != ENCODING_VERSION {
+        if stored::check_version(encver).is_err() {
             return false;
         }
         io.load_signed().map(observe_token).is_some()

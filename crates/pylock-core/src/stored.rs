@@ -1,0 +1,150 @@
+//! What a lock read back from an RDB file, an AOF preamble or a `DUMP` payload may hold.
+//!
+//! The module reads the values (its `rdb_load` callback, through Redis's I/O); the decision to
+//! keep or refuse them is made here, without Redis. A refused lock makes the load fail: Redis
+//! answers `RESTORE` with `ERR Bad data format` and creates no key, and stops loading a file.
+//!
+//! Encoding version 0, the only one: the fencing token as a signed integer, then the lease id
+//! as a string buffer. A lock the module stores always has a token `> 0` and an id of
+//! `1..=MAX_LEASE_ID_LEN` bytes, so anything else did not come from a grant.
+
+use std::fmt;
+
+use crate::MAX_LEASE_ID_LEN;
+
+/// The RDB encoding version this module writes and the only one it reads. A newer module that
+/// changes the encoding bumps it, and this one then refuses that data instead of misreading it.
+pub const ENCODING_VERSION: i32 = 0;
+
+/// Why a loaded lock was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The data was written with an encoding this module does not know (a newer module).
+    UnknownVersion(i32),
+    /// The token is not positive; no grant makes such a token.
+    BadToken(i64),
+    /// The lease id is empty or longer than [`MAX_LEASE_ID_LEN`] bytes (its length is given).
+    BadIdLength(usize),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::UnknownVersion(v) => write!(
+                f,
+                "lock encoding version {v} is unknown to this module (it reads {ENCODING_VERSION}); \
+                 the data was written by a newer module"
+            ),
+            Refusal::BadToken(t) => write!(f, "fencing token {t} is not positive"),
+            Refusal::BadIdLength(n) => write!(
+                f,
+                "lease id of {n} bytes is outside 1..={MAX_LEASE_ID_LEN}"
+            ),
+        }
+    }
+}
+
+/// Whether data of encoding `encver` can be read at all. Checked before anything is read, since
+/// the layout of an unknown version is unknown.
+///
+/// # Errors
+///
+/// [`Refusal::UnknownVersion`] for any version but [`ENCODING_VERSION`].
+pub fn check_version(encver: i32) -> Result<(), Refusal> {
+    if encver == ENCODING_VERSION {
+        Ok(())
+    } else {
+        Err(Refusal::UnknownVersion(encver))
+    }
+}
+
+/// Whether a lock read as `token` and `id` with encoding `encver` is one the module could have
+/// stored.
+///
+/// # Errors
+///
+/// The first [`Refusal`] that applies: version, then token, then id length.
+pub fn check(encver: i32, token: i64, id: &[u8]) -> Result<(), Refusal> {
+    check_version(encver)?;
+    if token <= 0 {
+        return Err(Refusal::BadToken(token));
+    }
+    if id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
+        return Err(Refusal::BadIdLength(id.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `(encoding version, token, id, decision)`.
+    type Case<'a> = (i32, i64, &'a [u8], Result<(), Refusal>);
+
+    #[test]
+    fn table() {
+        let id36 = [b'a'; 36];
+        let cases: &[Case] = &[
+            (0, 1, b"x", Ok(())),
+            (0, 1_800_000_000_000_000, &id36, Ok(())),
+            (0, i64::MAX, &[b'x'; 128], Ok(())),
+            (0, 0, b"x", Err(Refusal::BadToken(0))),
+            (0, -1, b"x", Err(Refusal::BadToken(-1))),
+            (0, i64::MIN, b"x", Err(Refusal::BadToken(i64::MIN))),
+            (0, 5, b"", Err(Refusal::BadIdLength(0))),
+            (0, 5, &[b'x'; 129], Err(Refusal::BadIdLength(129))),
+            (1, 5, b"x", Err(Refusal::UnknownVersion(1))),
+            (-1, 5, b"x", Err(Refusal::UnknownVersion(-1))),
+            // The version is decided first, then the token, then the id.
+            (7, 0, b"", Err(Refusal::UnknownVersion(7))),
+            (0, 0, b"", Err(Refusal::BadToken(0))),
+        ];
+        for (i, (encver, token, id, want)) in cases.iter().enumerate() {
+            assert_eq!(check(*encver, *token, id), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn refusals_read_clearly() {
+        assert_eq!(
+            Refusal::UnknownVersion(3).to_string(),
+            "lock encoding version 3 is unknown to this module (it reads 0); \
+             the data was written by a newer module"
+        );
+        assert_eq!(
+            Refusal::BadIdLength(0).to_string(),
+            "lease id of 0 bytes is outside 1..=128"
+        );
+    }
+
+    proptest! {
+        /// Accepted exactly when the version is known, the token positive and the id 1..=128
+        /// bytes; and a refusal names the first rule broken.
+        #[test]
+        fn accepts_exactly_what_a_grant_could_store(
+            encver in prop_oneof![Just(0), any::<i32>()],
+            token in prop_oneof![any::<i64>(), -2i64..3, Just(i64::MAX), Just(i64::MIN)],
+            id in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let got = check(encver, token, &id);
+            let ok = encver == ENCODING_VERSION && token > 0 && (1..=128).contains(&id.len());
+            prop_assert_eq!(got.is_ok(), ok);
+            match got {
+                Err(Refusal::UnknownVersion(v)) => prop_assert_eq!(v, encver),
+                Err(Refusal::BadToken(t)) => {
+                    prop_assert_eq!(encver, ENCODING_VERSION);
+                    prop_assert_eq!(t, token);
+                }
+                Err(Refusal::BadIdLength(n)) => {
+                    prop_assert!(encver == ENCODING_VERSION && token > 0);
+                    prop_assert_eq!(n, id.len());
+                }
+                Ok(()) => {}
+            }
+            prop_assert_eq!(check_version(encver).is_ok(), encver == ENCODING_VERSION);
+        }
+    }
+}
