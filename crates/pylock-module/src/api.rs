@@ -100,6 +100,7 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_SubscribeToKeyspaceEvents,
         RedisModule_Call,
         RedisModule_FreeCallReply,
+        RedisModule_NotifyKeyspaceEvent,
     );
     None
 }
@@ -338,6 +339,21 @@ impl Ctx {
     /// nothing (a contended ACQUIRE, a plain CONFIRM) leave a client's WATCH intact.
     pub(crate) fn signal_modified(self, key: &Arg) {
         unsafe { rm!(RedisModule_SignalModifiedKey)(self.0, key.0) };
+    }
+
+    /// Publishes the keyspace event `event` of the module class for `key` in the context's
+    /// database: `__keyspace@<db>__:<key>` and `__keyevent@<db>__:<event>`, when
+    /// `notify-keyspace-events` has `d` (with `K` or `E`). Modules subscribed to the module
+    /// class get it too; pylock's own handler ([`subscribe_keyspace`]) is not.
+    pub(crate) fn notify(self, event: &CStr, key: &Arg) {
+        unsafe {
+            rm!(RedisModule_NotifyKeyspaceEvent)(
+                self.0,
+                raw::REDISMODULE_NOTIFY_MODULE,
+                event.as_ptr(),
+                key.0,
+            )
+        };
     }
 
     /// Whether writes are paused (`CLIENT PAUSE WRITE` or `ALL`, or a failover's pause).
