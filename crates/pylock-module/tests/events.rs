@@ -1,7 +1,8 @@
 //! Keyspace events of the module class (`d` in `notify-keyspace-events`): every grant,
 //! hand-off, extension and release publishes one, seen by a real subscriber; calls that change
-//! nothing publish none; and the module's own keyspace handler is not woken by them, so
-//! hand-offs stay in FIFO order with every class of event on.
+//! nothing publish none; a replica publishes `pylock.restore` for a replicated grant; and the
+//! module's own keyspace handler is not woken by them, so hand-offs stay in FIFO order with
+//! every class of event on.
 
 use std::sync::mpsc;
 use std::thread;
@@ -189,5 +190,31 @@ server_tests! {
         let lease = Lease::from_value(&waiter.join().unwrap());
         assert_eq!(lease.id, b"next");
         assert_eq!(holder(&mut con, "k").unwrap().lease.id, b"next");
+    }
+
+    fn a_replica_publishes_restore_for_a_replicated_grant(kind: Kind) {
+        let primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let mut r = replica.conn();
+        notify(&mut r, "Kd");
+        let mut sub_con = replica.conn();
+        let mut sub = Subscriber::new(&mut sub_con, &["__keyspace@0__:k"]);
+        let mut p = primary.conn();
+        let wait = |p: &mut redis::Connection| {
+            let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(p).unwrap();
+            assert_eq!(acked, 1);
+        };
+        let l = acquire(&mut p, "k", 60_000).unwrap();
+        wait(&mut p);
+        assert_eq!(sub.until_marker(&mut r), vec![keyspace("k", "pylock.restore")]);
+        // Extensions and releases reach a replica as PEXPIREAT and DEL: Redis's own events.
+        notify(&mut r, "Kgd");
+        query(&mut p, &[b"PYLOCK.CONFIRM", b"k", &l.id, b"EXTEND", b"30000"]);
+        assert_eq!(query(&mut p, &[b"PYLOCK.RELEASE", b"k", &l.id]), Value::Int(1));
+        wait(&mut p);
+        assert_eq!(
+            sub.until_marker(&mut r),
+            vec![keyspace("k", "expire"), keyspace("k", "del")]
+        );
     }
 }
