@@ -137,7 +137,13 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
     let mut value_errors: Vec<(usize, String, bool)> = Vec::new();
     match name.as_str() {
         "pylock.restore" => {
-            out.allowed = errors(vec![RESTORE_REFUSED.into()]);
+            // Its arity (at least 4) is declared to the server, which checks it before the
+            // module can refuse the call.
+            out.allowed = if n < 4 {
+                errors(vec![arity(&name)])
+            } else {
+                errors(vec![RESTORE_REFUSED.into()])
+            };
             return out;
         }
         "pylock.acquire" => {

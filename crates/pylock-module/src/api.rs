@@ -102,6 +102,7 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_SubscribeToKeyspaceEvents,
         RedisModule_Call,
         RedisModule_FreeCallReply,
+        RedisModule_NotifyKeyspaceEvent,
     );
     None
 }
@@ -340,6 +341,21 @@ impl Ctx {
     /// nothing (a contended ACQUIRE, a plain CONFIRM) leave a client's WATCH intact.
     pub(crate) fn signal_modified(self, key: &Arg) {
         unsafe { rm!(RedisModule_SignalModifiedKey)(self.0, key.0) };
+    }
+
+    /// Publishes the keyspace event `event` of the module class for `key` in the context's
+    /// database: `__keyspace@<db>__:<key>` and `__keyevent@<db>__:<event>`, when
+    /// `notify-keyspace-events` has `d` (with `K` or `E`). Modules subscribed to the module
+    /// class get it too; pylock's own handler ([`subscribe_keyspace`]) is not.
+    pub(crate) fn notify(self, event: &CStr, key: &Arg) {
+        unsafe {
+            rm!(RedisModule_NotifyKeyspaceEvent)(
+                self.0,
+                raw::REDISMODULE_NOTIFY_MODULE,
+                event.as_ptr(),
+                key.0,
+            )
+        };
     }
 
     /// Whether writes are paused (`CLIENT PAUSE WRITE` or `ALL`, or a failover's pause).
@@ -648,7 +664,230 @@ pub(crate) trait Command {
     const FLAGS: &'static CStr;
     /// ACL categories, set only on servers that support them for modules (7.2+).
     const ACL: &'static CStr;
+    /// Its arity, key spec and `COMMAND DOCS`, set where the server has `RM_SetCommandInfo`.
+    const DOCS: Docs;
     fn run(ctx: Ctx, args: &[Arg]) -> Replied;
+}
+
+/// What a command tells `COMMAND INFO`, `COMMAND DOCS` and ACL about itself
+/// (`RM_SetCommandInfo`, Redis 7.0+).
+pub(crate) struct Docs {
+    pub(crate) summary: &'static CStr,
+    /// The module version that introduced the command.
+    pub(crate) since: &'static CStr,
+    pub(crate) complexity: &'static CStr,
+    /// Space-separated command tips (`nondeterministic_output`…), or empty.
+    pub(crate) tips: &'static CStr,
+    /// Arguments including the name: `n` exactly `n`, `-n` at least `n`. Redis answers a call
+    /// with another count `ERR wrong number of arguments for '<name>' command` before the
+    /// module runs.
+    pub(crate) arity: i32,
+    /// How the command uses its one key, argv[1].
+    pub(crate) key: KeyUse,
+    /// The arguments after the name, in order; the first is the key.
+    pub(crate) args: &'static [ArgDoc],
+}
+
+/// How a command uses its key, as its key spec tells ACL and `COMMAND INFO`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum KeyUse {
+    /// Reads the lock and returns what it holds (`RO ACCESS`): `%R~pattern` is enough.
+    Read,
+    /// Reads and may change the lock (`RW UPDATE`): needs write permission on the key.
+    Update,
+    /// Replaces whatever the key holds (`OW UPDATE`).
+    Overwrite,
+}
+
+impl KeyUse {
+    fn flags(self) -> u64 {
+        u64::from(match self {
+            KeyUse::Read => raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+            KeyUse::Update => raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE,
+            KeyUse::Overwrite => raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
+        })
+    }
+}
+
+/// The type of an argument, as `COMMAND DOCS` shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ArgType {
+    Key,
+    String,
+    Integer,
+    UnixTime,
+}
+
+/// One argument in `COMMAND DOCS` (what `redis-cli` shows as a hint).
+pub(crate) struct ArgDoc {
+    pub(crate) name: &'static CStr,
+    pub(crate) kind: ArgType,
+    /// The option word before the value (`LEASE` before `lease-id`); it makes the argument
+    /// optional.
+    pub(crate) token: Option<&'static CStr>,
+    pub(crate) summary: &'static CStr,
+}
+
+impl ArgDoc {
+    /// A positional argument.
+    pub(crate) const fn required(
+        name: &'static CStr,
+        kind: ArgType,
+        summary: &'static CStr,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            token: None,
+            summary,
+        }
+    }
+
+    /// An optional `TOKEN value` pair.
+    pub(crate) const fn option(
+        token: &'static CStr,
+        name: &'static CStr,
+        kind: ArgType,
+        summary: &'static CStr,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            token: Some(token),
+            summary,
+        }
+    }
+
+    fn to_raw(&self) -> raw::RedisModuleCommandArg {
+        let type_ = match self.kind {
+            ArgType::Key => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+            ArgType::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            ArgType::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ArgType::UnixTime => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME,
+        };
+        let flags = if self.token.is_some() {
+            raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int
+        } else {
+            raw::REDISMODULE_CMD_ARG_NONE as c_int
+        };
+        raw::RedisModuleCommandArg {
+            name: self.name.as_ptr(),
+            type_,
+            // The one key spec (index 0) for the key; -1 ("not a key") for the others.
+            key_spec_index: if self.kind == ArgType::Key { 0 } else { -1 },
+            token: self.token.map_or(std::ptr::null(), CStr::as_ptr),
+            summary: non_empty(self.summary),
+            since: std::ptr::null(),
+            flags,
+            deprecated_since: std::ptr::null(),
+            subargs: std::ptr::null_mut(),
+            display_text: std::ptr::null(),
+        }
+    }
+}
+
+fn non_empty(s: &CStr) -> *const c_char {
+    if s.is_empty() {
+        std::ptr::null()
+    } else {
+        s.as_ptr()
+    }
+}
+
+/// The terminator of a command-info array: an element with all fields zero.
+fn zeroed_arg() -> raw::RedisModuleCommandArg {
+    raw::RedisModuleCommandArg {
+        name: std::ptr::null(),
+        type_: 0,
+        key_spec_index: 0,
+        token: std::ptr::null(),
+        summary: std::ptr::null(),
+        since: std::ptr::null(),
+        flags: 0,
+        deprecated_since: std::ptr::null(),
+        subargs: std::ptr::null_mut(),
+        display_text: std::ptr::null(),
+    }
+}
+
+/// The key spec of a command whose only key is argv[1].
+fn key_spec(flags: u64) -> raw::RedisModuleCommandKeySpec {
+    raw::RedisModuleCommandKeySpec {
+        notes: std::ptr::null(),
+        flags,
+        begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+        bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+            index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 1 },
+        },
+        find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+        fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+            range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                lastkey: 0,
+                keystep: 1,
+                limit: 0,
+            },
+        },
+    }
+}
+
+/// The terminator of the key-spec array (begin search type 0, "invalid").
+fn zeroed_key_spec() -> raw::RedisModuleCommandKeySpec {
+    raw::RedisModuleCommandKeySpec {
+        notes: std::ptr::null(),
+        flags: 0,
+        begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INVALID,
+        bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+            index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 0 },
+        },
+        find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_OMITTED,
+        fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+            range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                lastkey: 0,
+                keystep: 0,
+                limit: 0,
+            },
+        },
+    }
+}
+
+/// Sets `docs` on `command` through `RM_SetCommandInfo`. Redis copies every string and array,
+/// so what is built here only needs to live for the call.
+///
+/// # Safety
+///
+/// `command` must be a command this module registered, `set_info` the server's
+/// `RM_SetCommandInfo`.
+unsafe fn set_command_info(
+    set_info: unsafe extern "C" fn(
+        *mut raw::RedisModuleCommand,
+        *const raw::RedisModuleCommandInfo,
+    ) -> c_int,
+    command: *mut raw::RedisModuleCommand,
+    docs: &Docs,
+) -> bool {
+    // Version 1 of the structs, with this header's sizes: Redis 7.0 reads each array with
+    // these strides and ignores the fields it does not know (`display_text`).
+    let version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    let mut key_specs = [key_spec(docs.key.flags()), zeroed_key_spec()];
+    let mut args: Vec<raw::RedisModuleCommandArg> = docs.args.iter().map(ArgDoc::to_raw).collect();
+    args.push(zeroed_arg());
+    let info = raw::RedisModuleCommandInfo {
+        version: &version,
+        summary: non_empty(docs.summary),
+        complexity: non_empty(docs.complexity),
+        since: non_empty(docs.since),
+        history: std::ptr::null_mut(),
+        tips: non_empty(docs.tips),
+        arity: docs.arity,
+        key_specs: key_specs.as_mut_ptr(),
+        args: args.as_mut_ptr(),
+    };
+    set_info(command, &info) == OK
 }
 
 unsafe extern "C" fn command_trampoline<C: Command>(
@@ -668,7 +907,10 @@ unsafe extern "C" fn command_trampoline<C: Command>(
 }
 
 /// Registers `C` with its key at argv[1] (first key 1, last key 1, step 1), through the API
-/// that exists on Redis 7.0 as well as on later Redis and on Valkey.
+/// that exists on Redis 7.0 as well as on later Redis and on Valkey; then, where the server
+/// has them, its ACL categories (7.2+) and its [`Docs`] (7.0+: arity, key spec, `COMMAND
+/// DOCS`). Without `RM_SetCommandInfo` the command keeps the legacy key spec (full access) and
+/// checks its own arity, with the same error text.
 pub(crate) fn register_command<C: Command>(ctx: Ctx) -> Result<(), String> {
     let ctx = ctx.0;
     let name = std::ffi::CString::new(C::NAME).map_err(|e| e.to_string())?;
@@ -686,21 +928,31 @@ pub(crate) fn register_command<C: Command>(ctx: Ctx) -> Result<(), String> {
     if status != OK {
         return Err(format!("could not register {}", C::NAME));
     }
-    // Redis 7.0 has no ACL categories for module commands; users grant them by name there.
-    let (Some(get_command), Some(set_categories)) =
-        (unsafe { raw::RedisModule_GetCommand }, unsafe {
-            raw::RedisModule_SetCommandACLCategories
-        })
-    else {
+    let Some(get_command) = (unsafe { raw::RedisModule_GetCommand }) else {
         return Ok(());
     };
-    unsafe {
-        let command = get_command(ctx, name.as_ptr());
-        if command.is_null() || set_categories(command, C::ACL.as_ptr()) != OK {
+    let command = unsafe { get_command(ctx, name.as_ptr()) };
+    if command.is_null() {
+        log(ctx, c"warning", &format!("could not look up {}", C::NAME));
+        return Ok(());
+    }
+    // Redis 7.0 has no ACL categories for module commands; users grant them by name there.
+    if let Some(set_categories) = unsafe { raw::RedisModule_SetCommandACLCategories } {
+        if unsafe { set_categories(command, C::ACL.as_ptr()) } != OK {
             log(
                 ctx,
                 c"warning",
                 &format!("could not set ACL categories of {}", C::NAME),
+            );
+        }
+    }
+    if let Some(set_info) = unsafe { raw::RedisModule_SetCommandInfo } {
+        // SAFETY: `command` was just registered by this module; `set_info` is the server's.
+        if !unsafe { set_command_info(set_info, command, &C::DOCS) } {
+            log(
+                ctx,
+                c"warning",
+                &format!("could not set the command info of {}", C::NAME),
             );
         }
     }

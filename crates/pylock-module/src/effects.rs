@@ -3,15 +3,26 @@
 //! results, not requests" holds by construction: a grant replicates the lease id, token and
 //! absolute deadline it stored, never the request that led to it.
 //!
-//! | effect | stored | replicated | counted |
-//! | --- | --- | --- | --- |
-//! | [`grant`] (ACQUIRE on a free lock, every hand-off) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `acquired` |
-//! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | the caller's counter |
-//! | [`release`] (RELEASE) | key deleted | `DEL` | `released` |
-//! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | — |
-//! | [`restore`] (replication stream, AOF loading) | the given lock | `PYLOCK.RESTORE` (a replica's own AOF) | — |
+//! | effect | stored | replicated | event | counted |
+//! | --- | --- | --- | --- | --- |
+//! | [`grant`] (ACQUIRE on a free lock) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.acquire` | `acquired` |
+//! | [`hand_over`] (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired` |
+//! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | `pylock.extend` | the caller's counter |
+//! | [`release`] (RELEASE) | key deleted | `DEL` | `pylock.release` | `released` |
+//! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | `pylock.revoke` | — |
+//! | [`restore`] (replication stream, AOF loading) | the given lock | `PYLOCK.RESTORE` (a replica's own AOF) | `pylock.restore` | — |
+//!
+//! Events are keyspace notifications of the module class (`d` in `notify-keyspace-events`),
+//! published after the change (`__keyspace@<db>__:<key>` carries the event name,
+//! `__keyevent@<db>__:<event>` the key). A release that passes the lock on publishes
+//! `pylock.release`, then `pylock.handoff`. A replica applies the replicated effects: it
+//! publishes `pylock.restore` for a grant, and Redis's own `del` and `expire` (class `g`) for
+//! the rest. The module's own keyspace handler (in `blocking`) listens to classes `g`, `x`
+//! and `e` only, so these events never reach it and never trigger a hand-off.
 //!
 //! Waking waiters is not an effect: callers pass a freed lock on through `blocking`.
+
+use std::ffi::CStr;
 
 use pylock_core::UUID_LEN;
 
@@ -46,9 +57,27 @@ impl LeaseId<'_> {
     }
 }
 
-/// Grants the lock at `key` to a new lease: stores it with `token` and the absolute
-/// `deadline_ms`, replicates exactly that, signals WATCH and counts `acquired`. The lease id
-/// is `lease`, or a UUID made here. Returns the id.
+/// The keyspace events (module class) that effects publish, one per kind of change.
+pub(crate) mod event {
+    use std::ffi::CStr;
+
+    /// A new lease, granted to a `PYLOCK.ACQUIRE` call on a free lock.
+    pub(crate) const ACQUIRE: &CStr = c"pylock.acquire";
+    /// A new lease, granted to the longest waiter (`BLOCK`) as the lock was freed.
+    pub(crate) const HANDOFF: &CStr = c"pylock.handoff";
+    /// A lease's deadline moved: same-LEASE ACQUIRE, `CONFIRM … EXTEND`.
+    pub(crate) const EXTEND: &CStr = c"pylock.extend";
+    /// `PYLOCK.RELEASE` removed the lock.
+    pub(crate) const RELEASE: &CStr = c"pylock.release";
+    /// A hand-off whose client was gone before its reply was taken back.
+    pub(crate) const REVOKE: &CStr = c"pylock.revoke";
+    /// A lease stored from the primary's replication stream or from AOF loading.
+    pub(crate) const RESTORE: &CStr = c"pylock.restore";
+}
+
+/// Grants the lock at `key` to a new lease for an ACQUIRE call: stores it with `token` and the
+/// absolute `deadline_ms`, replicates exactly that, signals WATCH, publishes `pylock.acquire`
+/// and counts `acquired`. The lease id is `lease`, or a UUID made here. Returns the id.
 pub(crate) fn grant<'a>(
     ctx: Ctx,
     key: &Arg,
@@ -57,16 +86,41 @@ pub(crate) fn grant<'a>(
     token: i64,
     deadline_ms: i64,
 ) -> LeaseId<'a> {
+    store_grant(ctx, key, lock, lease, token, deadline_ms, event::ACQUIRE)
+}
+
+/// As [`grant`], for the longest waiter of a freed lock; publishes `pylock.handoff`.
+pub(crate) fn hand_over<'a>(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    lease: Option<&'a [u8]>,
+    token: i64,
+    deadline_ms: i64,
+) -> LeaseId<'a> {
+    store_grant(ctx, key, lock, lease, token, deadline_ms, event::HANDOFF)
+}
+
+fn store_grant<'a>(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    lease: Option<&'a [u8]>,
+    token: i64,
+    deadline_ms: i64,
+    event: &CStr,
+) -> LeaseId<'a> {
     let id = LeaseId::new(lease);
     lock.store(token, id.as_bytes(), Some(deadline_ms));
     ctx.replicate_grant(key, id.as_bytes(), token, Some(deadline_ms));
     ctx.signal_modified(key);
+    ctx.notify(event, key);
     stats::ACQUIRED.incr();
     id
 }
 
-/// Moves the holder's deadline to `deadline_ms`, replicates it, signals WATCH and counts the
-/// call in `counter`.
+/// Moves the holder's deadline to `deadline_ms`, replicates it, signals WATCH, publishes
+/// `pylock.extend` and counts the call in `counter`.
 pub(crate) fn renew(
     ctx: Ctx,
     key: &Arg,
@@ -77,29 +131,33 @@ pub(crate) fn renew(
     lock.set_deadline(deadline_ms);
     ctx.replicate_deadline(key, deadline_ms);
     ctx.signal_modified(key);
+    ctx.notify(event::EXTEND, key);
     counter.incr();
 }
 
-/// Deletes the lock for RELEASE, replicates `DEL`, signals WATCH and counts `released`.
+/// Deletes the lock for RELEASE, replicates `DEL`, signals WATCH, publishes `pylock.release`
+/// and counts `released`.
 pub(crate) fn release(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>) {
-    remove(ctx, key, lock);
+    remove(ctx, key, lock, event::RELEASE);
     stats::RELEASED.incr();
 }
 
-/// Takes back a lease that never reached its client: as a release, but not counted as one.
+/// Takes back a lease that never reached its client: as a release, but published as
+/// `pylock.revoke` and not counted as one.
 pub(crate) fn revoke(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>) {
-    remove(ctx, key, lock);
+    remove(ctx, key, lock, event::REVOKE);
 }
 
-fn remove(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>) {
+fn remove(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, event: &CStr) {
     lock.delete();
     ctx.replicate_delete(key);
     ctx.signal_modified(key);
+    ctx.notify(event, key);
 }
 
 /// Stores exactly the given lease (from the primary's stream or AOF loading), raises the token
-/// high-water mark to its token, and propagates it on (a replica's own AOF learns the grant
-/// from this; while loading, Redis propagates nothing).
+/// high-water mark to its token, propagates it on (a replica's own AOF learns the grant from
+/// this; while loading, Redis propagates nothing) and publishes `pylock.restore`.
 pub(crate) fn restore(
     ctx: Ctx,
     key: &Arg,
@@ -112,4 +170,5 @@ pub(crate) fn restore(
     observe_token(token);
     ctx.replicate_grant(key, id, token, deadline_ms);
     ctx.signal_modified(key);
+    ctx.notify(event::RESTORE, key);
 }

@@ -15,7 +15,7 @@
 use pylock_core::lease::{self, Outcome};
 use pylock_core::{CommandError, LeaseReply, ReplySink};
 
-use crate::api::{Arg, Command, Ctx, Replied};
+use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::effects;
 use crate::stats;
@@ -27,6 +27,30 @@ impl Command for Acquire {
     const NAME: &'static str = pylock_core::Acquire::NAME;
     const FLAGS: &'static std::ffi::CStr = c"write deny-oom fast";
     const ACL: &'static std::ffi::CStr = c"write fast";
+    const DOCS: Docs = Docs {
+        summary: c"Takes the lock at key for ttl-ms, or waits for it in FIFO order with BLOCK",
+        since: c"0.1.0",
+        complexity: c"O(1); a hand-off to waiters is O(N) in the lock's waiters",
+        tips: c"nondeterministic_output",
+        arity: -3,
+        key: KeyUse::Update,
+        args: &[
+            ArgDoc::required(c"key", ArgType::Key, c""),
+            ArgDoc::required(c"ttl-ms", ArgType::Integer, c"lease time in milliseconds"),
+            ArgDoc::option(
+                c"LEASE",
+                c"lease-id",
+                ArgType::String,
+                c"the lease's id (1 to 128 bytes) instead of a server-made UUID",
+            ),
+            ArgDoc::option(
+                c"BLOCK",
+                c"timeout-ms",
+                ArgType::Integer,
+                c"wait up to this long for a held lock (0: forever)",
+            ),
+        ],
+    };
 
     fn run(ctx: Ctx, args: &[Arg]) -> Replied {
         let [_, key, rest @ ..] = args else {

@@ -9,7 +9,7 @@
 use pylock_core::lease::{self, Outcome};
 use pylock_core::{CommandError, LeaseReply};
 
-use crate::api::{Arg, Command, Ctx, Replied};
+use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::effects;
 use crate::stats;
 use crate::storage::LockKey;
@@ -20,6 +20,24 @@ impl Command for Confirm {
     const NAME: &'static str = pylock_core::Confirm::NAME;
     const FLAGS: &'static std::ffi::CStr = c"write fast";
     const ACL: &'static std::ffi::CStr = c"write fast";
+    const DOCS: Docs = Docs {
+        summary: c"Checks that lease-id holds the lock at key, and with EXTEND resets its TTL",
+        since: c"0.1.0",
+        complexity: c"O(1)",
+        tips: c"nondeterministic_output",
+        arity: -3,
+        key: KeyUse::Update,
+        args: &[
+            ArgDoc::required(c"key", ArgType::Key, c""),
+            ArgDoc::required(c"lease-id", ArgType::String, c"the lease to check"),
+            ArgDoc::option(
+                c"EXTEND",
+                c"ttl-ms",
+                ArgType::Integer,
+                c"set the TTL to this many milliseconds from now",
+            ),
+        ],
+    };
 
     fn run(ctx: Ctx, args: &[Arg]) -> Replied {
         let [_, key, rest @ ..] = args else {

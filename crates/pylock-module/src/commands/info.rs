@@ -6,7 +6,7 @@
 use pylock_core::reply::InfoReply;
 use pylock_core::{CommandError, LeaseReply};
 
-use crate::api::{Arg, Command, Ctx, Replied};
+use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::storage::LockKey;
 
@@ -16,6 +16,15 @@ impl Command for Info {
     const NAME: &'static str = pylock_core::Info::NAME;
     const FLAGS: &'static std::ffi::CStr = c"readonly fast";
     const ACL: &'static std::ffi::CStr = c"read fast";
+    const DOCS: Docs = Docs {
+        summary: c"Shows the lease that holds the lock at key: id, token, TTL and waiters",
+        since: c"0.1.0",
+        complexity: c"O(1)",
+        tips: c"nondeterministic_output",
+        arity: 2,
+        key: KeyUse::Read,
+        args: &[ArgDoc::required(c"key", ArgType::Key, c"")],
+    };
 
     fn run(ctx: Ctx, args: &[Arg]) -> Replied {
         let [_, key, rest @ ..] = args else {

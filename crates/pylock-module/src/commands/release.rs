@@ -10,7 +10,7 @@
 use pylock_core::lease;
 use pylock_core::{CommandError, ReplySink};
 
-use crate::api::{Arg, Command, Ctx, Replied};
+use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::effects;
 use crate::storage::LockKey;
@@ -21,6 +21,18 @@ impl Command for Release {
     const NAME: &'static str = pylock_core::Release::NAME;
     const FLAGS: &'static std::ffi::CStr = c"write fast";
     const ACL: &'static std::ffi::CStr = c"write fast";
+    const DOCS: Docs = Docs {
+        summary: c"Releases the lock at key if lease-id holds it, passing it to the longest waiter",
+        since: c"0.1.0",
+        complexity: c"O(1); a hand-off to waiters is O(N) in the lock's waiters",
+        tips: c"",
+        arity: 3,
+        key: KeyUse::Update,
+        args: &[
+            ArgDoc::required(c"key", ArgType::Key, c""),
+            ArgDoc::required(c"lease-id", ArgType::String, c"the lease to release"),
+        ],
+    };
 
     fn run(ctx: Ctx, args: &[Arg]) -> Replied {
         let [_, key, rest @ ..] = args else {

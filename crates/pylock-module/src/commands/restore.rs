@@ -9,7 +9,7 @@
 use pylock_core::int::parse_i64;
 use pylock_core::{CommandError, MAX_LEASE_ID_LEN};
 
-use crate::api::{Arg, Command, Ctx, Replied};
+use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::effects;
 use crate::storage::LockKey;
 
@@ -19,6 +19,25 @@ impl Command for Restore {
     const NAME: &'static str = "pylock.restore";
     const FLAGS: &'static std::ffi::CStr = c"write fast";
     const ACL: &'static std::ffi::CStr = c"write fast";
+    const DOCS: Docs = Docs {
+        summary: c"Internal: stores exactly the given lease (replication and AOF loading only)",
+        since: c"0.1.0",
+        complexity: c"O(1)",
+        tips: c"",
+        arity: -4,
+        key: KeyUse::Overwrite,
+        args: &[
+            ArgDoc::required(c"key", ArgType::Key, c""),
+            ArgDoc::required(c"lease-id", ArgType::String, c""),
+            ArgDoc::required(c"token", ArgType::Integer, c"the lease's fencing token"),
+            ArgDoc::option(
+                c"PXAT",
+                c"unix-time-milliseconds",
+                ArgType::UnixTime,
+                c"the lease's absolute deadline",
+            ),
+        ],
+    };
 
     fn run(ctx: Ctx, args: &[Arg]) -> Replied {
         if !ctx.flags().replicated_or_loading() {
