@@ -168,28 +168,19 @@ fn main() {
     );
 
     let mut report = Report::default();
-    let all = args.only.is_empty();
-    let run = |phase: &str| all || args.only.iter().any(|p| p == phase);
-    if run("acquire") {
-        b.acquire_vs_set(&mut report);
-    }
-    if run("confirm") {
-        b.confirm_phases(&mut report);
-    }
-    if run("release") {
-        b.release_phase(&mut report);
-    }
-    if run("cycle") {
-        b.client_cycle(&mut report);
-    }
-    if run("memory") {
-        b.memory(&mut report);
-    }
-    if run("expiry") {
-        b.expiry(&mut report);
-    }
-    if run("handoff") {
-        b.handoff(&mut report);
+    for phase in PHASES {
+        if !args.only.is_empty() && !args.only.iter().any(|p| p == phase) {
+            continue;
+        }
+        match phase {
+            "acquire" => b.acquire_vs_set(&mut report),
+            "confirm" => b.confirm_phases(&mut report),
+            "release" => b.release_phase(&mut report),
+            "cycle" => b.client_cycle(&mut report),
+            "memory" => b.memory(&mut report),
+            "expiry" => b.expiry(&mut report),
+            _ => b.handoff(&mut report),
+        }
     }
 
     let header = format!(
@@ -995,24 +986,17 @@ impl Bench<'_> {
             } else {
                 format!("{block_ms}")
             };
-            r.rows.push(Row {
-                section: Section::HandOff,
-                ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
-                base: format!("BLPOP {timeout} + RPUSH"),
-                ours_v: median(lc),
-                base_v: median(bc),
-                unit: "CPU µs/pass",
-                target: Some(Target::AtMost(1.0)),
-            });
-            r.rows.push(Row {
-                section: Section::HandOff,
-                ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
-                base: format!("BLPOP {timeout} + RPUSH"),
-                ours_v: median(lw),
-                base_v: median(bw),
-                unit: "µs/pass",
-                target: Some(Target::AtMost(1.0)),
-            });
+            for (ours, base, unit) in [(lc, bc, "CPU µs/pass"), (lw, bw, "µs/pass")] {
+                r.rows.push(Row {
+                    section: Section::HandOff,
+                    ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
+                    base: format!("BLPOP {timeout} + RPUSH"),
+                    ours_v: median(ours),
+                    base_v: median(base),
+                    unit,
+                    target: Some(Target::AtMost(1.0)),
+                });
+            }
         }
     }
 }

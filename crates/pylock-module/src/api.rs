@@ -477,49 +477,46 @@ impl Ctx {
 
     /// Whether `INFO <section>` has the field `field`.
     fn server_info_has(self, section: &CStr, field: &CStr) -> bool {
-        let fns = unsafe {
-            (
-                raw::RedisModule_GetServerInfo,
-                raw::RedisModule_ServerInfoGetFieldC,
-                raw::RedisModule_FreeServerInfo,
-            )
-        };
-        let (Some(get), Some(get_field), Some(free)) = fns else {
+        let Some(get_field) = (unsafe { raw::RedisModule_ServerInfoGetFieldC }) else {
             return false;
         };
-        unsafe {
-            let info = get(self.0, section.as_ptr());
-            if info.is_null() {
-                return false;
-            }
-            let present = !get_field(info, field.as_ptr()).is_null();
-            free(self.0, info);
-            present
-        }
+        // SAFETY: `info` is live for the closure; the field's text is not kept.
+        self.with_server_info(section, |info| unsafe {
+            !get_field(info, field.as_ptr()).is_null()
+        })
+        .unwrap_or(false)
     }
 
     /// Reads `INFO <section>` field `field` as an integer.
     pub(crate) fn server_info_int(self, section: &CStr, field: &CStr) -> Option<i64> {
-        let fns = unsafe {
-            (
-                raw::RedisModule_GetServerInfo,
-                raw::RedisModule_ServerInfoGetFieldSigned,
-                raw::RedisModule_FreeServerInfo,
-            )
-        };
-        let (Some(get), Some(get_field), Some(free)) = fns else {
+        let get_field = unsafe { raw::RedisModule_ServerInfoGetFieldSigned }?;
+        self.with_server_info(section, |info| {
+            let mut err: c_int = 0;
+            // SAFETY: `info` is live for the closure.
+            let v = unsafe { get_field(info, field.as_ptr(), &mut err) };
+            (err == 0).then_some(v)
+        })
+        .flatten()
+    }
+
+    /// Runs `f` on `INFO <section>`, freed afterwards; `None` where the server lacks the API.
+    fn with_server_info<T>(
+        self,
+        section: &CStr,
+        f: impl FnOnce(*mut raw::RedisModuleServerInfoData) -> T,
+    ) -> Option<T> {
+        let (Some(get), Some(free)) = (unsafe { raw::RedisModule_GetServerInfo }, unsafe {
+            raw::RedisModule_FreeServerInfo
+        }) else {
             return None;
         };
-        unsafe {
-            let info = get(self.0, section.as_ptr());
-            if info.is_null() {
-                return None;
-            }
-            let mut err: c_int = 0;
-            let v = get_field(info, field.as_ptr(), &mut err);
-            free(self.0, info);
-            (err == 0).then_some(v)
+        let info = unsafe { get(self.0, section.as_ptr()) };
+        if info.is_null() {
+            return None;
         }
+        let out = f(info);
+        unsafe { free(self.0, info) };
+        Some(out)
     }
 }
 
@@ -735,12 +732,7 @@ impl ArgDoc {
         kind: ArgType,
         summary: &'static CStr,
     ) -> Self {
-        Self {
-            name,
-            kind,
-            token: None,
-            summary,
-        }
+        Self::with_token(None, name, kind, summary)
     }
 
     /// An optional `TOKEN value` pair.
@@ -750,10 +742,19 @@ impl ArgDoc {
         kind: ArgType,
         summary: &'static CStr,
     ) -> Self {
+        Self::with_token(Some(token), name, kind, summary)
+    }
+
+    const fn with_token(
+        token: Option<&'static CStr>,
+        name: &'static CStr,
+        kind: ArgType,
+        summary: &'static CStr,
+    ) -> Self {
         Self {
             name,
             kind,
-            token: Some(token),
+            token,
             summary,
         }
     }

@@ -6,7 +6,7 @@
 //! | effect | stored | replicated | event | counted |
 //! | --- | --- | --- | --- | --- |
 //! | [`grant`] (ACQUIRE on a free lock) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.acquire` | `acquired` |
-//! | [`hand_over`] (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired` |
+//! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired` |
 //! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | `pylock.extend` | the caller's counter |
 //! | [`release`] (RELEASE) | key deleted | `DEL` | `pylock.release` | `released` |
 //! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | `pylock.revoke` | — |
@@ -75,9 +75,19 @@ pub(crate) mod event {
     pub(crate) const RESTORE: &CStr = c"pylock.restore";
 }
 
-/// Grants the lock at `key` to a new lease for an ACQUIRE call: stores it with `token` and the
-/// absolute `deadline_ms`, replicates exactly that, signals WATCH, publishes `pylock.acquire`
-/// and counts `acquired`. The lease id is `lease`, or a UUID made here. Returns the id.
+/// Who a new lease goes to, which is all that tells the two grants apart.
+#[derive(Clone, Copy)]
+pub(crate) enum GrantTo {
+    /// The caller of an ACQUIRE on a free lock: publishes `pylock.acquire`.
+    Caller,
+    /// The longest waiter of a freed lock: publishes `pylock.handoff`.
+    Waiter,
+}
+
+/// Grants the lock at `key` to a new lease: stores it with `token` and the absolute
+/// `deadline_ms`, replicates exactly that, signals WATCH, publishes the grant's event and
+/// counts `acquired`. The lease id is `lease`, or a UUID made here. Returns the id. ACQUIRE
+/// and every hand-off grant through here.
 pub(crate) fn grant<'a>(
     ctx: Ctx,
     key: &Arg,
@@ -85,36 +95,19 @@ pub(crate) fn grant<'a>(
     lease: Option<&'a [u8]>,
     token: i64,
     deadline_ms: i64,
-) -> LeaseId<'a> {
-    store_grant(ctx, key, lock, lease, token, deadline_ms, event::ACQUIRE)
-}
-
-/// As [`grant`], for the longest waiter of a freed lock; publishes `pylock.handoff`.
-pub(crate) fn hand_over<'a>(
-    ctx: Ctx,
-    key: &Arg,
-    lock: &mut LockKey<Write>,
-    lease: Option<&'a [u8]>,
-    token: i64,
-    deadline_ms: i64,
-) -> LeaseId<'a> {
-    store_grant(ctx, key, lock, lease, token, deadline_ms, event::HANDOFF)
-}
-
-fn store_grant<'a>(
-    ctx: Ctx,
-    key: &Arg,
-    lock: &mut LockKey<Write>,
-    lease: Option<&'a [u8]>,
-    token: i64,
-    deadline_ms: i64,
-    event: &CStr,
+    to: GrantTo,
 ) -> LeaseId<'a> {
     let id = LeaseId::new(lease);
     lock.store(token, id.as_bytes(), Some(deadline_ms));
     ctx.replicate_grant(key, id.as_bytes(), token, Some(deadline_ms));
     ctx.signal_modified(key);
-    ctx.notify(event, key);
+    ctx.notify(
+        match to {
+            GrantTo::Caller => event::ACQUIRE,
+            GrantTo::Waiter => event::HANDOFF,
+        },
+        key,
+    );
     stats::ACQUIRED.incr();
     id
 }

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use testkit::redis::{self, Value};
 use testkit::{acquire, holder, query, query_err, server_tests, wait_until, Lease, Server};
 
+mod common;
+use common::{as_user, code};
+
 /// Whether the server gives module commands ACL categories (Redis 7.2+, and Valkey, which
 /// reports 7.2.4).
 fn has_module_acl_categories(s: &Server) -> bool {
@@ -20,23 +23,6 @@ fn has_module_acl_categories(s: &Server) -> bool {
 /// Servers time a pause from a clock cached per event-loop turn, which may be a little behind
 /// the moment the test sent CLIENT PAUSE.
 const SLACK: Duration = Duration::from_millis(100);
-
-fn as_user(s: &Server, user: &str) -> redis::Connection {
-    let mut con = s.conn();
-    redis::cmd("AUTH")
-        .arg(user)
-        .arg("pw")
-        .query::<()>(&mut con)
-        .unwrap();
-    con
-}
-
-fn code(r: redis::RedisResult<Value>) -> String {
-    match r {
-        Ok(v) => format!("ok: {v:?}"),
-        Err(e) => e.code().unwrap_or("?").to_string(),
-    }
-}
 
 server_tests! {
     fn acl_user_limited_to_lock_keys_cannot_take_other_locks(kind: Kind) {

@@ -6,6 +6,9 @@
 use testkit::redis::{self, Value};
 use testkit::{acquire, holder, query, query_err, server_tests, Server};
 
+mod common;
+use common::{as_user, code};
+
 /// A bulk or simple string as text.
 fn text(v: &Value) -> String {
     match v {
@@ -63,23 +66,6 @@ fn keys_and_flags(con: &mut redis::Connection, args: &[&str]) -> Vec<(String, Ve
             (text(&k[0]), flags)
         })
         .collect()
-}
-
-fn as_user(s: &Server, user: &str) -> redis::Connection {
-    let mut con = s.conn();
-    redis::cmd("AUTH")
-        .arg(user)
-        .arg("pw")
-        .query::<()>(&mut con)
-        .unwrap();
-    con
-}
-
-fn code(r: redis::RedisResult<Value>) -> String {
-    match r {
-        Ok(v) => format!("ok: {v:?}"),
-        Err(e) => e.code().unwrap_or("?").to_string(),
-    }
 }
 
 server_tests! {

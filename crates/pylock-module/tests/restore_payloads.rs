@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pylock_check::payload::{self, Dump, Layout, Verdict};
 use testkit::redis::{self, Value};
@@ -393,17 +393,8 @@ fn start_on_rdb(kind: Kind, rdb: &[u8]) -> (std::process::ExitStatus, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started on a corrupt RDB:\n{}", read_log(&dir));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = testkit::wait_child(&mut child, Duration::from_secs(10)) else {
+        panic!("the server started on a corrupt RDB:\n{}", read_log(&dir));
     };
     let log = read_log(&dir);
     let _ = std::fs::remove_dir_all(&dir);

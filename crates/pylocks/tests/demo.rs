@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::redis;
 use testkit::{server_tests, Server};
@@ -55,17 +55,8 @@ server_tests! {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut pipe, &mut text).map(|_| text)
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("pylocks-demo did not finish in 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = testkit::wait_child(&mut child, Duration::from_secs(20)) else {
+            panic!("pylocks-demo did not finish in 20 s");
         };
         let stdout = reader.join().unwrap().unwrap();
         println!("{stdout}");

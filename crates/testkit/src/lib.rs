@@ -518,6 +518,22 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), 
     }
 }
 
+/// Waits up to `timeout` for `child` to exit; on timeout kills it, reaps it and returns `None`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The full text of a server error reply, code first, as `redis-cli` shows it.
 pub fn error_text(err: &redis::RedisError) -> String {
     match (err.code(), err.detail()) {

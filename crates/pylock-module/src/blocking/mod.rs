@@ -2,7 +2,7 @@
 //!
 //! A contended `PYLOCK.ACQUIRE … BLOCK ms` blocks its client and joins the queue of its lock,
 //! keyed by database and key. Whenever the lock is found free while the queue is non-empty,
-//! [`hand_off`] grants it to the queue's head on the spot ([`effects::hand_over`]: ACQUIRE's
+//! [`hand_off`] grants it to the queue's head on the spot ([`effects::grant`]: ACQUIRE's
 //! grant, published as `pylock.handoff`) and answers the head (and any later waiter with the same LEASE) with it.
 //! Because this happens inside the command or callback that freed the lock, no other client
 //! can take the lock in between. What triggers a hand-off:
@@ -241,9 +241,17 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         }
         return;
     };
-    let lease_id: Box<[u8]> = effects::hand_over(ctx, key, lock, req.lease, token, deadline_ms)
-        .as_bytes()
-        .into();
+    let lease_id: Box<[u8]> = effects::grant(
+        ctx,
+        key,
+        lock,
+        req.lease,
+        token,
+        deadline_ms,
+        effects::GrantTo::Waiter,
+    )
+    .as_bytes()
+    .into();
     let grant = Grant::new(id.clone(), lease_id, token);
     delivery::answer_later(
         ctx,

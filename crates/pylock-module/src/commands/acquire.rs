@@ -78,7 +78,15 @@ impl Command for Acquire {
         };
         match lease::acquire(state, &req, now, &mut TokenSource) {
             Ok(Outcome::Granted { token, deadline_ms }) => {
-                let id = effects::grant(ctx, key, &mut lock, req.lease, token, deadline_ms);
+                let id = effects::grant(
+                    ctx,
+                    key,
+                    &mut lock,
+                    req.lease,
+                    token,
+                    deadline_ms,
+                    effects::GrantTo::Caller,
+                );
                 ctx.reply_with(|out| {
                     LeaseReply {
                         id: id.as_bytes(),

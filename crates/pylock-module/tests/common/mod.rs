@@ -27,3 +27,22 @@ pub fn high_water(s: &Server) -> i64 {
         .parse()
         .unwrap()
 }
+
+/// A connection authenticated as `user` (password `pw`).
+pub fn as_user(s: &Server, user: &str) -> redis::Connection {
+    let mut con = s.conn();
+    redis::cmd("AUTH")
+        .arg(user)
+        .arg("pw")
+        .query::<()>(&mut con)
+        .unwrap();
+    con
+}
+
+/// The error code of a reply, or `ok: …` for a success, to compare ACL outcomes by.
+pub fn code(r: redis::RedisResult<Value>) -> String {
+    match r {
+        Ok(v) => format!("ok: {v:?}"),
+        Err(e) => e.code().unwrap_or("?").to_string(),
+    }
+}
