@@ -279,14 +279,21 @@ fn worker(
                             return report;
                         }
                     };
-                    if verify(&locks, &mut c, &mut slots, &mut report, true).is_ok() {
-                        report.outages.push(down.elapsed());
-                        if report.primaries.last() != Some(&port) {
-                            report.primaries.push(port);
+                    match verify(&locks, &mut c, &mut slots, &mut report, true) {
+                        Ok(()) => {
+                            report.outages.push(down.elapsed());
+                            if report.primaries.last() != Some(&port) {
+                                report.primaries.push(port);
+                            }
+                            progress.moved_to(port);
+                            con = c;
+                            break;
                         }
-                        progress.moved_to(port);
-                        con = c;
-                        break;
+                        Err(e) if down.elapsed() > RECONNECT_DEADLINE => {
+                            report.violations.push(format!("no primary answered: {e}"));
+                            return report;
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(20)),
                     }
                 }
             }
