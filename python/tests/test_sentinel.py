@@ -86,7 +86,11 @@ class SentinelProcess:
         self.argv = sentinel_argv(kind, conf)
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        wait_for(f"sentinel on {self.port}", 10, lambda: self.primary_port() is not None)
+        try:
+            wait_for(f"sentinel on {self.port}", 10, lambda: self.primary_port() is not None)
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self) -> "redis.Redis":
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
@@ -118,10 +122,10 @@ class SentinelProcess:
         )
 
     def stop(self) -> None:
+        """Kill the sentinel; its directory (and log) stays for the failure report."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SentinelGroup:
@@ -131,14 +135,18 @@ class SentinelGroup:
         self.kind, self.base, self.request = kind, base, request
         self.nodes: List[Server] = []
         self.sentinels: List[SentinelProcess] = []
-        primary = self._node()
-        self.add_replica(primary.port)
-        self.add_replica(primary.port)
-        for _ in range(3):
-            s = SentinelProcess(kind, primary.port, base)
-            register_log(request, s.log)
-            self.sentinels.append(s)
-        self.wait_stable(primary.port)
+        try:
+            primary = self._node()
+            self.add_replica(primary.port)
+            self.add_replica(primary.port)
+            for _ in range(3):
+                s = SentinelProcess(kind, primary.port, base)
+                register_log(request, s.log)
+                self.sentinels.append(s)
+            self.wait_stable(primary.port)
+        except BaseException:
+            self.stop()  # nothing started here outlives a failed set-up
+            raise
 
     def _node(self, port: Optional[int] = None) -> Server:
         d = Path(tempfile.mkdtemp(prefix="node-", dir=self.base))
@@ -194,6 +202,11 @@ class SentinelGroup:
             s.stop()
         for n in self.nodes:
             n.stop()
+
+    def remove_files(self) -> None:
+        for s in self.sentinels:
+            shutil.rmtree(s.dir, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass
@@ -287,8 +300,9 @@ def one_call(locks: RedisLockFactory, client: "redis.Redis", slots: Dict[int, Sl
 def test_sentinel_failovers(kind: str, durable: bool, request: pytest.FixtureRequest) -> None:
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix=f"pylocks-sentinel-{kind}-"))
-    group = SentinelGroup(kind, base, request)
+    group = SentinelGroup(kind, base, request)  # stops what it started if it fails
     setup = time.monotonic() - started
+    passed = False
     try:
         sentinel = Sentinel([("127.0.0.1", s.port) for s in group.sentinels], socket_timeout=2)
         # No retries, so a failover shows up here as an error instead of being retried out of
@@ -356,6 +370,8 @@ def test_sentinel_failovers(kind: str, durable: bool, request: pytest.FixtureReq
         assert tally.violations == []
         if durable:
             assert tally.lost == [], "WAIT 1 acknowledged grants that a failover lost"
+        passed = True
     finally:
         group.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if passed:  # else the logs stay for the report (and a look afterwards)
+            group.remove_files()
