@@ -46,6 +46,8 @@ ensure_apt_deps() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-cli >/dev/null || missing+=(redis-tools)
+    # The Sentinel suites' Redis sentinels (without it they run redis-server --sentinel).
+    command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
     have_libclang || missing+=(libclang-dev)
     # The cc crate and bindgen need a C toolchain and libc headers.
     command -v cc >/dev/null || missing+=(build-essential)

@@ -76,11 +76,12 @@ def log_tail(path: Path, lines: int = 60) -> str:
 class Server:
     """One redis-server / valkey-server process with the module loaded, on 127.0.0.1."""
 
-    def __init__(self, kind: str, tmp: Path) -> None:
+    def __init__(self, kind: str, tmp: Path, port: Optional[int] = None) -> None:
+        """``port``: listen there (to restart a node where others expect it); default: a free one."""
         self.kind = kind
         self.dir = tmp
         self.log = tmp / "server.log"
-        self.port = free_port()
+        self.port = port or free_port()
         argv = [
             server_binary(kind), "--port", str(self.port), "--bind", "127.0.0.1",
             "--loadmodule", str(module_path()), "--save", "", "--appendonly", "no",

