@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::token::plausible_limit;
 use crate::MAX_LEASE_ID_LEN;
 
 /// The RDB encoding version this module writes and the only one it reads. A newer module that
@@ -24,6 +25,13 @@ pub enum Refusal {
     UnknownVersion(i32),
     /// The token is not positive; no grant makes such a token.
     BadToken(i64),
+    /// The token is beyond the plausible range (`token::plausible_limit`); no grant made it.
+    ImplausibleToken {
+        /// The token read.
+        token: i64,
+        /// The largest plausible token at the time it was read.
+        limit: i64,
+    },
     /// The lease id is empty or longer than [`MAX_LEASE_ID_LEN`] bytes (its length is given).
     BadIdLength(usize),
 }
@@ -37,6 +45,11 @@ impl fmt::Display for Refusal {
                  the data was written by a newer module"
             ),
             Refusal::BadToken(t) => write!(f, "fencing token {t} is not positive"),
+            Refusal::ImplausibleToken { token, limit } => write!(
+                f,
+                "fencing token {token} is beyond the plausible range (at most {limit} now: \
+                 the clock floor plus 100 years)"
+            ),
             Refusal::BadIdLength(n) => write!(
                 f,
                 "lease id of {n} bytes is outside 1..={MAX_LEASE_ID_LEN}"
@@ -59,17 +72,33 @@ pub fn check_version(encver: i32) -> Result<(), Refusal> {
     }
 }
 
-/// Whether a lock read as `token` and `id` with encoding `encver` is one the module could have
-/// stored.
+/// Whether a token read at wall-clock time `now_ms` (a lock's, the high-water mark, or one a
+/// replication stream or AOF restores) is one the module could have granted.
+///
+/// # Errors
+///
+/// [`Refusal::BadToken`] when not positive, [`Refusal::ImplausibleToken`] when beyond
+/// [`plausible_limit`].
+pub fn check_token(token: i64, now_ms: i64) -> Result<(), Refusal> {
+    if token <= 0 {
+        return Err(Refusal::BadToken(token));
+    }
+    let limit = plausible_limit(now_ms);
+    if token > limit {
+        return Err(Refusal::ImplausibleToken { token, limit });
+    }
+    Ok(())
+}
+
+/// Whether a lock read as `token` and `id` with encoding `encver`, at wall-clock time `now_ms`,
+/// is one the module could have stored.
 ///
 /// # Errors
 ///
 /// The first [`Refusal`] that applies: version, then token, then id length.
-pub fn check(encver: i32, token: i64, id: &[u8]) -> Result<(), Refusal> {
+pub fn check(encver: i32, token: i64, id: &[u8], now_ms: i64) -> Result<(), Refusal> {
     check_version(encver)?;
-    if token <= 0 {
-        return Err(Refusal::BadToken(token));
-    }
+    check_token(token, now_ms)?;
     if id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
         return Err(Refusal::BadIdLength(id.len()));
     }
@@ -81,8 +110,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// `(encoding version, token, id, decision)`.
+    /// `(encoding version, token, id, decision)`, judged at [`NOW`].
     type Case<'a> = (i32, i64, &'a [u8], Result<(), Refusal>);
+
+    /// 2026-12-02, in Unix ms.
+    const NOW: i64 = 1_796_190_000_000;
 
     #[test]
     fn table() {
@@ -90,7 +122,25 @@ mod tests {
         let cases: &[Case] = &[
             (0, 1, b"x", Ok(())),
             (0, 1_800_000_000_000_000, &id36, Ok(())),
-            (0, i64::MAX, &[b'x'; 128], Ok(())),
+            (0, plausible_limit(NOW), &[b'x'; 128], Ok(())),
+            (
+                0,
+                plausible_limit(NOW) + 1,
+                b"x",
+                Err(Refusal::ImplausibleToken {
+                    token: plausible_limit(NOW) + 1,
+                    limit: plausible_limit(NOW),
+                }),
+            ),
+            (
+                0,
+                i64::MAX,
+                b"x",
+                Err(Refusal::ImplausibleToken {
+                    token: i64::MAX,
+                    limit: plausible_limit(NOW),
+                }),
+            ),
             (0, 0, b"x", Err(Refusal::BadToken(0))),
             (0, -1, b"x", Err(Refusal::BadToken(-1))),
             (0, i64::MIN, b"x", Err(Refusal::BadToken(i64::MIN))),
@@ -103,7 +153,7 @@ mod tests {
             (0, 0, b"", Err(Refusal::BadToken(0))),
         ];
         for (i, (encver, token, id, want)) in cases.iter().enumerate() {
-            assert_eq!(check(*encver, *token, id), *want, "case {i}");
+            assert_eq!(check(*encver, *token, id, NOW), *want, "case {i}");
         }
     }
 
@@ -114,6 +164,9 @@ mod tests {
             "lock encoding version 3 is unknown to this module (it reads 0); \
              the data was written by a newer module"
         );
+        assert!(Refusal::ImplausibleToken { token: 9, limit: 8 }
+            .to_string()
+            .starts_with("fencing token 9 is beyond the plausible range"));
         assert_eq!(
             Refusal::BadIdLength(0).to_string(),
             "lease id of 0 bytes is outside 1..=128"
@@ -129,8 +182,11 @@ mod tests {
             token in prop_oneof![any::<i64>(), -2i64..3, Just(i64::MAX), Just(i64::MIN)],
             id in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
-            let got = check(encver, token, &id);
-            let ok = encver == ENCODING_VERSION && token > 0 && (1..=128).contains(&id.len());
+            let got = check(encver, token, &id, NOW);
+            let ok = encver == ENCODING_VERSION
+                && token > 0
+                && token <= plausible_limit(NOW)
+                && (1..=128).contains(&id.len());
             prop_assert_eq!(got.is_ok(), ok);
             match got {
                 Err(Refusal::UnknownVersion(v)) => prop_assert_eq!(v, encver),
@@ -138,13 +194,40 @@ mod tests {
                     prop_assert_eq!(encver, ENCODING_VERSION);
                     prop_assert_eq!(t, token);
                 }
+                Err(Refusal::ImplausibleToken { token: t, limit }) => {
+                    prop_assert_eq!(encver, ENCODING_VERSION);
+                    prop_assert_eq!(t, token);
+                    prop_assert!(t > limit);
+                }
                 Err(Refusal::BadIdLength(n)) => {
-                    prop_assert!(encver == ENCODING_VERSION && token > 0);
+                    prop_assert!(encver == ENCODING_VERSION && token > 0 && token <= plausible_limit(NOW));
                     prop_assert_eq!(n, id.len());
                 }
                 Ok(()) => {}
             }
             prop_assert_eq!(check_version(encver).is_ok(), encver == ENCODING_VERSION);
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use crate::token::{plausible_limit, TokenClock, PLAUSIBLE_LEAD_MS, TOKENS_PER_MS};
+
+    #[test]
+    fn the_limit_leaves_the_clock_floor_a_century_and_the_token_space_room() {
+        let now = 1_796_190_000_000;
+        assert_eq!(
+            plausible_limit(now),
+            (now + PLAUSIBLE_LEAD_MS) * TOKENS_PER_MS
+        );
+        // A sequence observing the largest plausible token can still grant for ages.
+        let mut clock = TokenClock::new();
+        clock.observe(plausible_limit(now));
+        assert_eq!(clock.next(now), Some(plausible_limit(now) + 1));
+        assert!(i64::MAX / 2 > plausible_limit(now));
+        // The clock floor itself is always plausible, and negative clocks saturate sanely.
+        assert!(now * TOKENS_PER_MS < plausible_limit(now));
+        assert!(plausible_limit(-5) > 0);
     }
 }

@@ -28,6 +28,22 @@ pub struct TokenClock {
 /// How many tokens one millisecond of wall clock makes room for.
 pub const TOKENS_PER_MS: i64 = 1000;
 
+/// How far ahead of the clock floor a token may plausibly be: 100 years of milliseconds. The
+/// sequence runs ahead of `now_ms * 1000` only by sustaining more than 1000 grants per
+/// millisecond, and a century of that lead is beyond any server; a token further ahead did not
+/// come from a grant (a forged or corrupt `RESTORE` payload, a damaged file). Such tokens are
+/// refused where data is loaded, so one payload cannot push the high-water mark to `i64::MAX`
+/// and end every later grant with `fencing tokens exhausted`.
+pub const PLAUSIBLE_LEAD_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// The largest token that data loaded at wall-clock time `now_ms` may carry.
+pub fn plausible_limit(now_ms: i64) -> i64 {
+    now_ms
+        .max(0)
+        .saturating_add(PLAUSIBLE_LEAD_MS)
+        .saturating_mul(TOKENS_PER_MS)
+}
+
 impl TokenClock {
     /// A sequence that has granted nothing yet.
     pub const fn new() -> Self {

@@ -139,6 +139,12 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
+/// Unix time in milliseconds, from the clock Redis uses for key expiry (for callbacks that get
+/// no context, such as the data-type loaders).
+pub(crate) fn now_ms() -> i64 {
+    unsafe { rm!(RedisModule_Milliseconds)() }
+}
+
 /// Logs `msg` at `level` (`c"warning"`, `c"notice"`…) in the server log.
 pub(crate) fn log(ctx: *mut raw::RedisModuleCtx, level: &CStr, msg: &str) {
     let Ok(msg) = std::ffi::CString::new(msg.replace('\0', " ")) else {

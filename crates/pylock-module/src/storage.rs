@@ -16,7 +16,7 @@ use pylock_core::{stored, LeaseState, TokenClock};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::api::{guard, Arg, Content, Ctx, Digest, Io, Key, Mode, Read, Write};
+use crate::api::{guard, now_ms, Arg, Content, Ctx, Digest, Io, Key, Mode, Read, Write};
 
 /// The stored value of a held lock: one allocation holding the fencing token, the id's length
 /// and the id itself (`[token: i64][len: u32][id: len bytes]`). A 36-byte UUID makes it
@@ -315,8 +315,9 @@ fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
         return None;
     }
     let token = io.load_signed()?;
-    let checked =
-        io.load_bytes(|id| stored::check(encver, token, id).map(|()| Lock::new(token, id)))?;
+    let checked = io.load_bytes(|id| {
+        stored::check(encver, token, id, now_ms()).map(|()| Lock::new(token, id))
+    })?;
     match checked {
         Ok(Some(lock)) => {
             observe_token(token);
@@ -380,7 +381,21 @@ unsafe extern "C" fn aux_load(io: *mut raw::RedisModuleIO, encver: c_int, _when:
         if stored::check_version(encver).is_err() {
             return false;
         }
-        io.load_signed().map(observe_token).is_some()
+        let Some(high_water) = io.load_signed() else {
+            return false;
+        };
+        // 0 is the mark of a server that never granted; anything else must be plausible, so a
+        // damaged or forged file cannot exhaust the token sequence.
+        if high_water != 0 {
+            if let Err(why) = stored::check_token(high_water, now_ms()) {
+                io.log_refusal(&format!(
+                    "pylock: refusing the stored token high-water mark: {why}"
+                ));
+                return false;
+            }
+        }
+        observe_token(high_water);
+        true
     });
     if loaded == Some(true) {
         raw::REDISMODULE_OK as c_int

@@ -52,7 +52,11 @@ impl Command for Restore {
             _ => return ctx.reply_error(CommandError::WrongArity, Self::NAME),
         };
         let id = id.as_ref();
-        let Some(token) = parse_i64(token.as_ref()).filter(|t| *t > 0) else {
+        // Positive and plausible (`pylock_core::token::plausible_limit`): an AOF line or a
+        // stream cannot push the token sequence to its end.
+        let Some(token) = parse_i64(token.as_ref())
+            .filter(|t| pylock_core::stored::check_token(*t, ctx.now_ms()).is_ok())
+        else {
             return ctx.reply_error(CommandError::InvalidToken, Self::NAME);
         };
         let deadline = match deadline.map(|d| parse_i64(d.as_ref())) {
