@@ -1219,6 +1219,24 @@ pub(crate) enum ServerEvent {
     RoleChanged,
     Loading,
     ReplicaChange,
+    /// `FLUSHDB` or `FLUSHALL` finished: the database emptied, `None` for all of them.
+    Flushed(Option<c_int>),
+    /// `SWAPDB a b` swapped the contents of two databases.
+    Swapped(c_int, c_int),
+}
+
+impl ServerEvent {
+    /// The event to subscribe to, for a variant (the variant's data does not matter).
+    fn id(self) -> u64 {
+        match self {
+            Self::ForkChild => raw::REDISMODULE_EVENT_FORK_CHILD,
+            Self::RoleChanged => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            Self::Loading => raw::REDISMODULE_EVENT_LOADING,
+            Self::ReplicaChange => raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+            Self::Flushed(_) => raw::REDISMODULE_EVENT_FLUSHDB,
+            Self::Swapped(..) => raw::REDISMODULE_EVENT_SWAPDB,
+        }
+    }
 }
 
 /// A handler of server events, run under [`guard`].
@@ -1229,14 +1247,30 @@ pub(crate) trait ServerEventHandler: 'static {
 unsafe extern "C" fn server_event_trampoline<H: ServerEventHandler>(
     ctx: *mut raw::RedisModuleCtx,
     event: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut c_void,
+    subevent: u64,
+    data: *mut c_void,
 ) {
     let event = match event.id {
         raw::REDISMODULE_EVENT_FORK_CHILD => ServerEvent::ForkChild,
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED => ServerEvent::RoleChanged,
         raw::REDISMODULE_EVENT_LOADING => ServerEvent::Loading,
         raw::REDISMODULE_EVENT_REPLICA_CHANGE => ServerEvent::ReplicaChange,
+        raw::REDISMODULE_EVENT_FLUSHDB if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
+            // SAFETY: Redis passes a RedisModuleFlushInfoV1 with this event.
+            let Some(info) = (unsafe { data.cast::<raw::RedisModuleFlushInfoV1>().as_ref() })
+            else {
+                return;
+            };
+            ServerEvent::Flushed((info.dbnum >= 0).then_some(info.dbnum))
+        }
+        raw::REDISMODULE_EVENT_SWAPDB => {
+            // SAFETY: Redis passes a RedisModuleSwapDbInfoV1 with this event.
+            let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfoV1>().as_ref() })
+            else {
+                return;
+            };
+            ServerEvent::Swapped(info.dbnum_first, info.dbnum_second)
+        }
         _ => return,
     };
     guard(ctx, "server event", || H::event(Ctx(ctx), event));
@@ -1251,13 +1285,10 @@ pub(crate) fn subscribe_server_events<H: ServerEventHandler>(
         return false;
     };
     events.iter().all(|e| {
-        let id = match e {
-            ServerEvent::ForkChild => raw::REDISMODULE_EVENT_FORK_CHILD,
-            ServerEvent::RoleChanged => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-            ServerEvent::Loading => raw::REDISMODULE_EVENT_LOADING,
-            ServerEvent::ReplicaChange => raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+        let event = raw::RedisModuleEvent {
+            id: e.id(),
+            dataver: 1,
         };
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
         unsafe { subscribe(ctx.0, event, Some(server_event_trampoline::<H>)) == OK }
     })
 }

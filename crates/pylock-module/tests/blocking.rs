@@ -403,6 +403,36 @@ server_tests! {
             assert_eq!(waiting_total(&s), 0);
         }
     }
+
+    /// FLUSHDB, FLUSHALL and SWAPDB send no per-key event; the module's flush and swap events
+    /// serve the waiters of the emptied (or swapped) database at once, not at the old holder's
+    /// deadline a minute later.
+    fn flushes_and_swaps_serve_waiters_at_once(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        for how in ["FLUSHDB", "FLUSHALL", "SWAPDB"] {
+            acquire(&mut con, "k", 60_000).expect("held for a minute");
+            let rx = spawn_waiter(&s, "k", 5_000, &format!("after-{how}"), 0);
+            until_waiters(&mut con, "k", 1);
+            let sent = Instant::now();
+            match how {
+                // Database 1 is empty, so after the swap database 0 has no lock at "k".
+                "SWAPDB" => redis::cmd("SWAPDB").arg(0).arg(1).query::<()>(&mut con).unwrap(),
+                other => redis::cmd(other).query::<()>(&mut con).unwrap(),
+            }
+            let (v, at) = rx.recv_timeout(Duration::from_secs(5)).expect("the waiter was answered");
+            let lease = Lease::from_value(&v);
+            assert_eq!(lease.id_str(), format!("after-{how}"), "{how}");
+            assert!(at.duration_since(sent) < Duration::from_secs(1), "{how}: served after {:?}", at.duration_since(sent));
+            assert_eq!(holder(&mut con, "k").unwrap().lease.id, lease.id, "{how}");
+            query(&mut con, &[b"PYLOCK.RELEASE", b"k", &lease.id]);
+            if how == "SWAPDB" {
+                // Put the first lock (now in database 1) out of the way for the next round.
+                redis::cmd("FLUSHALL").query::<()>(&mut con).unwrap();
+            }
+            assert_eq!(waiting_total(&s), 0, "{how}");
+        }
+    }
 }
 
 fn now_ms() -> i64 {
