@@ -981,16 +981,11 @@ impl Bench<'_> {
                 bc.push(b.0);
                 bw.push(b.1);
             }
-            let timeout = if block_ms == 0 {
-                "0".to_string()
-            } else {
-                format!("{block_ms}")
-            };
             for (ours, base, unit) in [(lc, bc, "CPU µs/pass"), (lw, bw, "µs/pass")] {
                 r.rows.push(Row {
                     section: Section::HandOff,
-                    ours: format!("ACQUIRE … BLOCK {timeout} + RELEASE"),
-                    base: format!("BLPOP {timeout} + RPUSH"),
+                    ours: format!("ACQUIRE … BLOCK {block_ms} + RELEASE"),
+                    base: format!("BLPOP {block_ms} + RPUSH"),
                     ours_v: median(ours),
                     base_v: median(base),
                     unit,

@@ -231,11 +231,7 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = exit_status(&mut self.child) {
                 return Err(format!("exited with {status}; log:\n{}", self.log_tail(40)));
             }
             if let Ok(mut con) = self.try_conn() {
@@ -521,6 +517,12 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The exit status of a child process that has ended (`None` while it runs, or when there is
+/// none).
+pub(crate) fn exit_status(child: &mut Option<Child>) -> Option<std::process::ExitStatus> {
+    child.as_mut().and_then(|c| c.try_wait().ok().flatten())
 }
 
 /// Waits up to `timeout` for `child` to exit; on timeout kills it, reaps it and returns `None`.

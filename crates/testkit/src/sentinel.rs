@@ -299,11 +299,7 @@ impl SentinelProcess {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = crate::exit_status(&mut self.child) {
                 return Err(format!("exited with {status}; log:\n{}", self.log_tail(20)));
             }
             if self.primary_port().is_some() {

@@ -66,10 +66,10 @@ pub(super) struct Grant {
 
 impl Grant {
     /// A grant of lease `id` with `token` on `lock`, to be sent with [`Grant::with_deadline`].
-    pub(super) fn new(lock: LockId, id: Box<[u8]>, token: i64) -> Self {
+    pub(super) fn new(lock: LockId, id: &[u8], token: i64) -> Self {
         Self {
             lock,
-            id: id.into(),
+            id: Rc::from(id),
             token,
             deadline_ms: 0,
             delivery: Rc::default(),

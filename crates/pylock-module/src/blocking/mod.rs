@@ -24,7 +24,7 @@
 //! | `mod.rs` | the registry of queues and waiters; block, hand-off, counts |
 //! | `delivery.rs` | answers: deferred unblocking, the blocked-client callbacks, revocation |
 //! | `timers.rs` | the one wake-up timer for holders' deadlines and BLOCK timeouts; revocations |
-//! | `events.rs` | keyspace events and the event loop's before-sleep event |
+//! | `events.rs` | keyspace events; the flush and swap server events |
 //!
 //! All of this runs on Redis's main thread: the state is thread-local.
 
@@ -241,7 +241,7 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         }
         return;
     };
-    let lease_id: Box<[u8]> = effects::grant(
+    let lease_id = effects::grant(
         ctx,
         key,
         lock,
@@ -249,10 +249,8 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         token,
         deadline_ms,
         effects::GrantTo::Waiter,
-    )
-    .as_bytes()
-    .into();
-    let grant = Grant::new(id.clone(), lease_id, token);
+    );
+    let grant = Grant::new(id.clone(), lease_id.as_bytes(), token);
     delivery::answer_later(
         ctx,
         head.client,

@@ -63,19 +63,19 @@ impl Command for Acquire {
         };
 
         let mut lock = LockKey::write(ctx, key);
-        let free = match lock.state() {
-            Ok(state) => state.is_none_or(|s| !s.is_live(now)),
-            Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
+        let Ok(mut state) = lock.state() else {
+            return ctx.reply_error(CommandError::WrongType, Self::NAME);
         };
         // Waiters come first: a free lock with a queue goes to the queue's head before this
         // call is judged (the queue is normally served the moment the lock frees; this covers
-        // a lock that vanished in a way no event reported).
-        if free && blocking::has_waiters(ctx, key.as_ref()) {
+        // a lock that vanished in a way no event reported). Only then is the key read again.
+        if state.is_none_or(|s| !s.is_live(now)) && blocking::has_waiters(ctx, key.as_ref()) {
             blocking::hand_off(ctx, key, &mut lock, now);
+            let Ok(after) = lock.state() else {
+                return ctx.reply_error(CommandError::WrongType, Self::NAME);
+            };
+            state = after;
         }
-        let Ok(state) = lock.state() else {
-            return ctx.reply_error(CommandError::WrongType, Self::NAME);
-        };
         match lease::acquire(state, &req, now, &mut TokenSource) {
             Ok(Outcome::Granted { token, deadline_ms }) => {
                 let id = effects::grant(
