@@ -1,4 +1,4 @@
-//! The four commands' arguments: parsing (module side) and writing (client side).
+//! The commands' arguments: parsing (module side) and writing (client side).
 //!
 //! Each `parse` takes the arguments that follow the key and validates all of them before
 //! anything else happens, in this order (the contract does not fix one; this is Redis's habit):
@@ -23,13 +23,24 @@ pub struct Acquire<'a> {
     pub block_ms: Option<i64>,
 }
 
-/// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms]`
+/// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms] [CLAIM new-lease-id]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Confirm<'a> {
     /// The lease that claims to hold the lock.
     pub lease: &'a [u8],
     /// New lifetime from now, in milliseconds (>= 1).
     pub extend_ms: Option<i64>,
+    /// Take the lease over under this new id (1 to 128 bytes, never `lease` itself).
+    pub claim: Option<&'a [u8]>,
+}
+
+/// `PYLOCK.WATCH key lease-id [TIMEOUT timeout-ms]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch<'a> {
+    /// The lease to watch.
+    pub lease: &'a [u8],
+    /// How long to wait for the lease to end, in milliseconds; 0 or absent waits forever.
+    pub timeout_ms: Option<i64>,
 }
 
 /// `PYLOCK.RELEASE key lease-id`
@@ -57,25 +68,7 @@ impl<'a> Acquire<'a> {
     pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
         let (ttl, options) = args.split_first().ok_or(CommandError::WrongArity)?;
         // (position, value) of each option, so values are checked in command-line order.
-        let mut lease: Option<(usize, &[u8])> = None;
-        let mut block: Option<(usize, &[u8])> = None;
-        let mut rest = options;
-        while let Some((name, tail)) = rest.split_first() {
-            let name = name.as_ref();
-            let slot = if name.eq_ignore_ascii_case(b"LEASE") {
-                &mut lease
-            } else if name.eq_ignore_ascii_case(b"BLOCK") {
-                &mut block
-            } else {
-                return Err(CommandError::Syntax);
-            };
-            let (value, tail) = tail.split_first().ok_or(CommandError::Syntax)?;
-            let position = options.len() - tail.len();
-            if slot.replace((position, value.as_ref())).is_some() {
-                return Err(CommandError::Syntax);
-            }
-            rest = tail;
-        }
+        let [lease, block] = scan_options(options, [b"LEASE".as_slice(), b"BLOCK"])?;
         let ttl_ms = parse_ttl(ttl.as_ref(), now_ms)?;
         let check_lease = || lease.map(|(_, l)| check_lease_id(l)).transpose();
         let check_block = || match block {
@@ -129,14 +122,32 @@ impl<'a> Confirm<'a> {
     /// `WrongArity`, `Syntax`, `NotInteger`, `InvalidExpire` or `InvalidLeaseId`.
     pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
         let (lease, options) = args.split_first().ok_or(CommandError::WrongArity)?;
-        let extend = match options {
-            [] => None,
-            [name, value] if name.as_ref().eq_ignore_ascii_case(b"EXTEND") => Some(value.as_ref()),
-            _ => return Err(CommandError::Syntax),
-        };
+        let [extend, claim] = scan_options(options, [b"EXTEND".as_slice(), b"CLAIM"])?;
         let lease = check_lease_id(lease.as_ref())?;
-        let extend_ms = extend.map(|v| parse_ttl(v, now_ms)).transpose()?;
-        Ok(Self { lease, extend_ms })
+        let check_extend = || extend.map(|(_, v)| parse_ttl(v, now_ms)).transpose();
+        let check_claim = || {
+            claim
+                .map(|(_, id)| match check_lease_id(id) {
+                    Ok(id) if id == lease => Err(CommandError::InvalidLeaseId),
+                    other => other,
+                })
+                .transpose()
+        };
+        let (extend_ms, claim) = match (extend, claim) {
+            (Some((e, _)), Some((c, _))) if c < e => {
+                let claim = check_claim()?;
+                (check_extend()?, claim)
+            }
+            _ => {
+                let extend_ms = check_extend()?;
+                (extend_ms, check_claim()?)
+            }
+        };
+        Ok(Self {
+            lease,
+            extend_ms,
+            claim,
+        })
     }
 
     /// The arguments after the key, as a client sends them.
@@ -146,8 +157,76 @@ impl<'a> Confirm<'a> {
             out.push(b"EXTEND".to_vec());
             out.push(extend.to_string().into_bytes());
         }
+        if let Some(claim) = self.claim {
+            out.push(b"CLAIM".to_vec());
+            out.push(claim.to_vec());
+        }
         out
     }
+}
+
+impl<'a> Watch<'a> {
+    /// The command name, lowercase, as error texts spell it.
+    pub const NAME: &'static str = "pylock.watch";
+
+    /// Parses the arguments after the key.
+    ///
+    /// # Errors
+    ///
+    /// `WrongArity`, `Syntax`, `InvalidLeaseId`, `NotInteger` or `NegativeTimeout`.
+    pub fn parse<A: AsRef<[u8]>>(args: &'a [A]) -> Result<Self, CommandError> {
+        let (lease, options) = args.split_first().ok_or(CommandError::WrongArity)?;
+        let [timeout] = scan_options(options, [b"TIMEOUT".as_slice()])?;
+        let lease = check_lease_id(lease.as_ref())?;
+        let timeout_ms = match timeout {
+            None => None,
+            Some((_, t)) => match parse_i64(t) {
+                None => return Err(CommandError::NotInteger),
+                Some(ms) if ms < 0 => return Err(CommandError::NegativeTimeout),
+                Some(ms) => Some(ms),
+            },
+        };
+        Ok(Self { lease, timeout_ms })
+    }
+
+    /// The arguments after the key, as a client sends them.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        let mut out = vec![self.lease.to_vec()];
+        if let Some(timeout) = self.timeout_ms {
+            out.push(b"TIMEOUT".to_vec());
+            out.push(timeout.to_string().into_bytes());
+        }
+        out
+    }
+}
+
+/// Reads `NAME value` pairs, each of `names` (case-insensitive) at most once, and returns for
+/// each name its value with the value's position among `options`, so that values can be
+/// checked in command-line order.
+///
+/// # Errors
+///
+/// `Syntax` for an unknown or repeated name, or a name without its value.
+fn scan_options<'a, A: AsRef<[u8]>, const N: usize>(
+    options: &'a [A],
+    names: [&[u8]; N],
+) -> Result<[Option<(usize, &'a [u8])>; N], CommandError> {
+    let mut found = [None; N];
+    let mut rest = options;
+    while let Some((name, tail)) = rest.split_first() {
+        let name = name.as_ref();
+        let slot = names
+            .iter()
+            .position(|n| name.eq_ignore_ascii_case(n))
+            .ok_or(CommandError::Syntax)?;
+        let (value, tail) = tail.split_first().ok_or(CommandError::Syntax)?;
+        let position = options.len() - tail.len();
+        if found[slot].replace((position, value.as_ref())).is_some() {
+            return Err(CommandError::Syntax);
+        }
+        rest = tail;
+    }
+    Ok(found)
 }
 
 impl<'a> Release<'a> {
@@ -222,8 +301,11 @@ mod tests {
         Vec<&'a str>,
         Result<(i64, Option<&'a str>, Option<i64>), CommandError>,
     );
-    /// (lease, extend) as parsed.
-    type ConfirmCase<'a> = (Vec<&'a str>, Result<(&'a str, Option<i64>), CommandError>);
+    /// (lease, extend, claim) as parsed.
+    type ConfirmCase<'a> = (
+        Vec<&'a str>,
+        Result<(&'a str, Option<i64>, Option<&'a str>), CommandError>,
+    );
 
     fn acquire(args: &[&str]) -> Result<Acquire<'static>, CommandError> {
         let owned: Vec<&'static [u8]> = args
@@ -302,11 +384,12 @@ mod tests {
 
     #[test]
     fn confirm_table() {
+        let long = "x".repeat(129);
         let cases: Vec<ConfirmCase> = vec![
             (vec![], Err(WrongArity)),
-            (vec!["l"], Ok(("l", None))),
-            (vec!["l", "EXTEND", "10"], Ok(("l", Some(10)))),
-            (vec!["l", "extend", "10"], Ok(("l", Some(10)))),
+            (vec!["l"], Ok(("l", None, None))),
+            (vec!["l", "EXTEND", "10"], Ok(("l", Some(10), None))),
+            (vec!["l", "extend", "10"], Ok(("l", Some(10), None))),
             (vec!["l", "EXTEND"], Err(Syntax)),
             (vec!["l", "EXTEND", "1", "EXTEND", "1"], Err(Syntax)),
             (vec!["l", "FOO", "1"], Err(Syntax)),
@@ -317,9 +400,58 @@ mod tests {
             // The lease id stands before EXTEND's value, so it is checked first.
             (vec!["", "EXTEND", "0"], Err(InvalidLeaseId)),
             (vec!["", "EXTEND", "x"], Err(InvalidLeaseId)),
+            // CLAIM, in any order with EXTEND, each once.
+            (vec!["l", "CLAIM", "m"], Ok(("l", None, Some("m")))),
+            (vec!["l", "claim", "m", "EXTEND", "5"], Ok(("l", Some(5), Some("m")))),
+            (vec!["l", "EXTEND", "5", "CLAIM", "m"], Ok(("l", Some(5), Some("m")))),
+            (vec!["l", "CLAIM"], Err(Syntax)),
+            (vec!["l", "CLAIM", "m", "CLAIM", "n"], Err(Syntax)),
+            (vec!["l", "CLAIM", "m", "EXTEND"], Err(Syntax)),
+            (vec!["l", "CLAIM", ""], Err(InvalidLeaseId)),
+            (vec!["l", "CLAIM", &long], Err(InvalidLeaseId)),
+            (vec!["l", "CLAIM", "l"], Err(InvalidLeaseId)),
+            // Values left to right: the first bad one is reported.
+            (vec!["l", "CLAIM", "l", "EXTEND", "0"], Err(InvalidLeaseId)),
+            (vec!["l", "EXTEND", "0", "CLAIM", "l"], Err(InvalidExpire)),
+            (vec!["l", "EXTEND", "x", "CLAIM", ""], Err(NotInteger)),
+            (vec!["", "CLAIM", ""], Err(InvalidLeaseId)),
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
-            let got = confirm(&args).map(|c| (std::str::from_utf8(c.lease).unwrap(), c.extend_ms));
+            let got = confirm(&args).map(|c| {
+                (
+                    std::str::from_utf8(c.lease).unwrap(),
+                    c.extend_ms,
+                    c.claim.map(|m| std::str::from_utf8(m).unwrap()),
+                )
+            });
+            assert_eq!(got, want, "case {i}: {args:?}");
+        }
+    }
+
+    #[test]
+    fn watch_table() {
+        type WatchCase<'a> = (Vec<&'a str>, Result<(&'a str, Option<i64>), CommandError>);
+        let long = "x".repeat(129);
+        let cases: Vec<WatchCase> = vec![
+            (vec![], Err(WrongArity)),
+            (vec!["l"], Ok(("l", None))),
+            (vec!["l", "TIMEOUT", "0"], Ok(("l", Some(0)))),
+            (vec!["l", "timeout", "250"], Ok(("l", Some(250)))),
+            (vec!["l", "TIMEOUT"], Err(Syntax)),
+            (vec!["l", "TIMEOUT", "1", "TIMEOUT", "1"], Err(Syntax)),
+            (vec!["l", "BLOCK", "1"], Err(Syntax)),
+            (vec!["l", "TIMEOUT", "x"], Err(NotInteger)),
+            (vec!["l", "TIMEOUT", "1.5"], Err(NotInteger)),
+            (vec!["l", "TIMEOUT", "-1"], Err(NegativeTimeout)),
+            (vec![""], Err(InvalidLeaseId)),
+            (vec![&long], Err(InvalidLeaseId)),
+            (vec!["", "TIMEOUT", "-1"], Err(InvalidLeaseId)),
+            (vec!["", "TIMEOUT"], Err(Syntax)),
+        ];
+        for (i, (args, want)) in cases.into_iter().enumerate() {
+            let owned: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let got = Watch::parse(&owned)
+                .map(|w| (std::str::from_utf8(w.lease).unwrap(), w.timeout_ms));
             assert_eq!(got, want, "case {i}: {args:?}");
         }
     }
@@ -352,10 +484,19 @@ mod tests {
         }
 
         #[test]
-        fn confirm_round_trips(lease in lease_id(), extend in proptest::option::of(1..=(i64::MAX - NOW))) {
-            let cmd = Confirm { lease: &lease, extend_ms: extend };
+        fn confirm_round_trips(lease in lease_id(), extend in proptest::option::of(1..=(i64::MAX - NOW)),
+                               claim in proptest::option::of(lease_id())) {
+            prop_assume!(claim.as_deref() != Some(lease.as_slice()));
+            let cmd = Confirm { lease: &lease, extend_ms: extend, claim: claim.as_deref() };
             let args = cmd.to_args();
             prop_assert_eq!(Confirm::parse(&args, NOW), Ok(cmd));
+        }
+
+        #[test]
+        fn watch_round_trips(lease in lease_id(), timeout in proptest::option::of(0..=i64::MAX)) {
+            let cmd = Watch { lease: &lease, timeout_ms: timeout };
+            let args = cmd.to_args();
+            prop_assert_eq!(Watch::parse(&args), Ok(cmd));
         }
 
         #[test]
@@ -370,6 +511,7 @@ mod tests {
         fn arbitrary_arguments_never_panic(args in proptest::collection::vec(
             prop_oneof![
                 Just(b"LEASE".to_vec()), Just(b"BLOCK".to_vec()), Just(b"EXTEND".to_vec()),
+                Just(b"CLAIM".to_vec()), Just(b"TIMEOUT".to_vec()),
                 Just(b"-1".to_vec()), Just(b"0".to_vec()), Just(b"9223372036854775807".to_vec()),
                 proptest::collection::vec(any::<u8>(), 0..200),
             ], 0..8), now in any::<i64>()) {
@@ -380,6 +522,10 @@ mod tests {
             }
             if let Ok(c) = Confirm::parse(&args, now) {
                 prop_assert!(c.extend_ms.is_none_or(|e| e >= 1 && now.checked_add(e).is_some()));
+                prop_assert!(c.claim.is_none_or(|m| m != c.lease && !m.is_empty() && m.len() <= MAX_LEASE_ID_LEN));
+            }
+            if let Ok(w) = Watch::parse(&args) {
+                prop_assert!(w.timeout_ms.is_none_or(|t| t >= 0));
             }
             let _ = Release::parse(&args);
             let _ = Info::parse(&args);

@@ -30,6 +30,8 @@ pub enum CommandError {
     NotHeld,
     /// Another lease holds the lock.
     NotOwned,
+    /// The lock is held by a lease that was claimed from the given one (`CONFIRM … CLAIM`).
+    Claimed,
     /// The fencing-token space is used up (a token would pass `i64::MAX`).
     TokensExhausted,
     /// A client called an internal command (`PYLOCK.RESTORE`), which only replication and AOF
@@ -47,6 +49,8 @@ pub enum CommandError {
 pub const NOTHELD: &str = "NOTHELD";
 /// The error code (first word) of [`CommandError::NotOwned`].
 pub const NOTOWNED: &str = "NOTOWNED";
+/// The error code (first word) of [`CommandError::Claimed`].
+pub const CLAIMED: &str = "CLAIMED";
 
 impl CommandError {
     /// The error code: the first word of the reply.
@@ -55,6 +59,7 @@ impl CommandError {
             Self::WrongType => "WRONGTYPE",
             Self::NotHeld => NOTHELD,
             Self::NotOwned => NOTOWNED,
+            Self::Claimed => CLAIMED,
             Self::TryAgain => "TRYAGAIN",
             _ => "ERR",
         }
@@ -77,6 +82,9 @@ impl CommandError {
             }
             Self::NotHeld => out.write_str("NOTHELD the lock is not held by any lease"),
             Self::NotOwned => out.write_str("NOTOWNED the lock is held by another lease"),
+            Self::Claimed => out.write_str(
+                "CLAIMED the lease was claimed under another id; this run must not go on",
+            ),
             Self::TokensExhausted => out.write_str("ERR fencing tokens exhausted"),
             Self::InternalOnly => write!(
                 out,
@@ -153,5 +161,6 @@ mod tests {
         }
         assert!(CommandError::NotHeld.message("x").starts_with("NOTHELD "));
         assert!(CommandError::NotOwned.message("x").starts_with("NOTOWNED "));
+        assert!(CommandError::Claimed.message("x").starts_with("CLAIMED "));
     }
 }

@@ -6,7 +6,7 @@
 //! expiry at a script's or transaction's start) counts as free here too, so every PYLOCK command
 //! agrees with the deadline it reports.
 
-use crate::command::{Acquire, Confirm, Release};
+use crate::command::{Acquire, Confirm, Release, Watch};
 use crate::error::CommandError;
 use crate::token::TokenClock;
 
@@ -17,8 +17,12 @@ pub struct LeaseState<'a> {
     pub id: &'a [u8],
     /// The fencing token of the grant.
     pub token: i64,
-    /// Absolute deadline in Unix milliseconds, `None` if the key's TTL was removed (PERSIST).
+    /// Absolute deadline in Unix milliseconds: the lease's own, or the key's expiry when that
+    /// is earlier. `None` only for a lease with no deadline of its own (one loaded from an
+    /// encoding that did not store it) on a key without a TTL.
     pub expires_at_ms: Option<i64>,
+    /// The lease this one was claimed from (`CONFIRM … CLAIM`), if it was.
+    pub claimed_from: Option<&'a [u8]>,
 }
 
 impl LeaseState<'_> {
@@ -55,6 +59,14 @@ pub enum Outcome {
     Contended,
     /// Delete the key.
     Released,
+    /// `CONFIRM … CLAIM` by the holder: store the claim's new id with this new token (the
+    /// claimed-from relation names the old id), and this deadline.
+    Claimed {
+        /// The new fencing token.
+        token: i64,
+        /// Absolute deadline in Unix milliseconds: the old lease's, or now + EXTEND.
+        deadline_ms: Option<i64>,
+    },
 }
 
 /// Where grants take their fencing tokens from: a [`TokenClock`] here, the server-wide sequence
@@ -97,23 +109,55 @@ pub fn acquire(
     }
 }
 
-/// CONFIRM: check ownership, optionally move the deadline.
+/// CONFIRM: check ownership, optionally move the deadline; with CLAIM, pass the lease to a
+/// new id with a new token, or answer a retry of that claim as the claim itself.
 ///
 /// # Errors
 ///
-/// `NotHeld` or `NotOwned`.
+/// `NotHeld`, `NotOwned` or `Claimed`; `TokensExhausted` when a claim needs a token and the
+/// token space is used up.
 pub fn confirm(
     state: Option<LeaseState<'_>>,
     req: &Confirm<'_>,
     now_ms: i64,
+    tokens: &mut impl Tokens,
 ) -> Result<Outcome, CommandError> {
-    owned_by(state, req.lease, now_ms)?;
-    Ok(match req.extend_ms {
-        Some(ttl) => Outcome::Renewed {
-            deadline_ms: now_ms.saturating_add(ttl),
-        },
+    let extended = req.extend_ms.map(|ttl| now_ms.saturating_add(ttl));
+    let renewal = || match extended {
+        Some(deadline_ms) => Outcome::Renewed { deadline_ms },
         None => Outcome::Confirmed,
-    })
+    };
+    let Some(claim) = req.claim else {
+        owned_by(state, req.lease, now_ms)?;
+        return Ok(renewal());
+    };
+    match state.filter(|s| s.is_live(now_ms)) {
+        None => Err(CommandError::NotHeld),
+        Some(held) if held.id == req.lease => {
+            let token = tokens.next(now_ms).ok_or(CommandError::TokensExhausted)?;
+            Ok(Outcome::Claimed {
+                token,
+                deadline_ms: extended.or(held.expires_at_ms),
+            })
+        }
+        // A retry of the claim that made the holder: the same success again.
+        Some(held) if held.id == claim && held.claimed_from == Some(req.lease) => Ok(renewal()),
+        Some(held) if held.claimed_from == Some(req.lease) => Err(CommandError::Claimed),
+        Some(_) => Err(CommandError::NotOwned),
+    }
+}
+
+/// WATCH: whether `req.lease` holds the lock now (then the caller waits for it to end).
+///
+/// # Errors
+///
+/// `NotHeld`, `NotOwned` or `Claimed`, which WATCH answers at once as reasons.
+pub fn watch(
+    state: Option<LeaseState<'_>>,
+    req: &Watch<'_>,
+    now_ms: i64,
+) -> Result<(), CommandError> {
+    owned_by(state, req.lease, now_ms)
 }
 
 /// RELEASE: delete the lock if the lease holds it.
@@ -130,10 +174,12 @@ pub fn release(
     Ok(Outcome::Released)
 }
 
+/// Whether `lease` holds the lock. Only the holder's direct predecessor gets `Claimed`.
 fn owned_by(state: Option<LeaseState<'_>>, lease: &[u8], now_ms: i64) -> Result<(), CommandError> {
     match state.filter(|s| s.is_live(now_ms)) {
         None => Err(CommandError::NotHeld),
         Some(held) if held.id == lease => Ok(()),
+        Some(held) if held.claimed_from == Some(lease) => Err(CommandError::Claimed),
         Some(_) => Err(CommandError::NotOwned),
     }
 }
@@ -150,6 +196,7 @@ mod tests {
             id,
             token: 7,
             expires_at_ms,
+            claimed_from: None,
         })
     }
 
@@ -199,25 +246,30 @@ mod tests {
 
     #[test]
     fn confirm_and_release_cases() {
-        let c = |lease, extend_ms| Confirm { lease, extend_ms };
+        let c = |lease, extend_ms| Confirm {
+            lease,
+            extend_ms,
+            claim: None,
+        };
+        let t = &mut TokenClock::new();
         assert_eq!(
-            confirm(None, &c(b"a", None), NOW),
+            confirm(None, &c(b"a", None), NOW, t),
             Err(CommandError::NotHeld)
         );
         assert_eq!(
-            confirm(held(b"a", Some(NOW)), &c(b"a", None), NOW),
+            confirm(held(b"a", Some(NOW)), &c(b"a", None), NOW, t),
             Err(CommandError::NotHeld)
         );
         assert_eq!(
-            confirm(held(b"a", Some(NOW + 9)), &c(b"b", None), NOW),
+            confirm(held(b"a", Some(NOW + 9)), &c(b"b", None), NOW, t),
             Err(CommandError::NotOwned)
         );
         assert_eq!(
-            confirm(held(b"a", Some(NOW + 9)), &c(b"a", None), NOW),
+            confirm(held(b"a", Some(NOW + 9)), &c(b"a", None), NOW, t),
             Ok(Outcome::Confirmed)
         );
         assert_eq!(
-            confirm(held(b"a", Some(NOW + 9)), &c(b"a", Some(20)), NOW),
+            confirm(held(b"a", Some(NOW + 9)), &c(b"a", Some(20)), NOW, t),
             Ok(Outcome::Renewed {
                 deadline_ms: NOW + 20
             })
@@ -235,11 +287,119 @@ mod tests {
     }
 
     #[test]
+    fn claim_cases() {
+        let claim = |lease, extend_ms, new| Confirm {
+            lease,
+            extend_ms,
+            claim: Some(new),
+        };
+        let plain = |lease| Confirm {
+            lease,
+            extend_ms: None,
+            claim: None,
+        };
+        let t = &mut TokenClock::new();
+        let claimed = |id, from| {
+            Some(LeaseState {
+                id,
+                token: 9,
+                expires_at_ms: Some(NOW + 40),
+                claimed_from: Some(from),
+            })
+        };
+        // 1. the holder claims: a new token, the deadline kept or extended.
+        assert_eq!(
+            confirm(held(b"a", Some(NOW + 40)), &claim(b"a", None, b"b"), NOW, t),
+            Ok(Outcome::Claimed {
+                token: NOW * 1000,
+                deadline_ms: Some(NOW + 40)
+            })
+        );
+        assert_eq!(
+            confirm(held(b"a", Some(NOW + 40)), &claim(b"a", Some(5), b"b"), NOW, t),
+            Ok(Outcome::Claimed {
+                token: NOW * 1000 + 1,
+                deadline_ms: Some(NOW + 5)
+            })
+        );
+        // 2. a retry of the same claim: the same success, EXTEND applied again.
+        assert_eq!(
+            confirm(claimed(b"b", b"a"), &claim(b"a", None, b"b"), NOW, t),
+            Ok(Outcome::Confirmed)
+        );
+        assert_eq!(
+            confirm(claimed(b"b", b"a"), &claim(b"a", Some(7), b"b"), NOW, t),
+            Ok(Outcome::Renewed {
+                deadline_ms: NOW + 7
+            })
+        );
+        // 3. another run claimed it under another id.
+        assert_eq!(
+            confirm(claimed(b"b", b"a"), &claim(b"a", None, b"c"), NOW, t),
+            Err(CommandError::Claimed)
+        );
+        // 4. plain CONFIRM, RELEASE and WATCH by the direct predecessor: CLAIMED.
+        assert_eq!(
+            confirm(claimed(b"b", b"a"), &plain(b"a"), NOW, t),
+            Err(CommandError::Claimed)
+        );
+        assert_eq!(
+            release(claimed(b"b", b"a"), &Release { lease: b"a" }, NOW),
+            Err(CommandError::Claimed)
+        );
+        let w = Watch {
+            lease: b"a",
+            timeout_ms: None,
+        };
+        assert_eq!(
+            watch(claimed(b"b", b"a"), &w, NOW),
+            Err(CommandError::Claimed)
+        );
+        // 5. only the direct predecessor: after a -> b -> c, a gets NOTOWNED.
+        assert_eq!(
+            confirm(claimed(b"c", b"b"), &plain(b"a"), NOW, t),
+            Err(CommandError::NotOwned)
+        );
+        assert_eq!(
+            confirm(claimed(b"c", b"b"), &claim(b"a", None, b"c"), NOW, t),
+            Err(CommandError::NotOwned)
+        );
+        // 6. a dead or missing lease: NOTHELD; someone else's: NOTOWNED.
+        assert_eq!(
+            confirm(held(b"a", Some(NOW)), &claim(b"a", None, b"b"), NOW, t),
+            Err(CommandError::NotHeld)
+        );
+        assert_eq!(
+            confirm(None, &claim(b"a", None, b"b"), NOW, t),
+            Err(CommandError::NotHeld)
+        );
+        assert_eq!(
+            confirm(held(b"x", Some(NOW + 1)), &claim(b"a", None, b"b"), NOW, t),
+            Err(CommandError::NotOwned)
+        );
+        // The holder named as the new id but claimed from someone else: not a retry.
+        assert_eq!(
+            confirm(claimed(b"b", b"z"), &claim(b"a", None, b"b"), NOW, t),
+            Err(CommandError::NotOwned)
+        );
+        // 7. the token space exhausted: an error, nothing claimed.
+        let mut spent = TokenClock::new();
+        spent.observe(i64::MAX);
+        assert_eq!(
+            confirm(held(b"a", Some(NOW + 40)), &claim(b"a", None, b"b"), NOW, &mut spent),
+            Err(CommandError::TokensExhausted)
+        );
+        // 8. WATCH of the holder: held.
+        assert_eq!(watch(held(b"a", None), &w, NOW), Ok(()));
+    }
+
+    #[test]
     fn ttl_left() {
         let s = LeaseState {
             id: b"a",
             token: 1,
             expires_at_ms: Some(NOW + 250),
+            claimed_from: None,
         };
         assert_eq!(s.ttl_ms(NOW), 250);
         assert_eq!(s.ttl_ms(NOW + 300), 0);
@@ -282,7 +442,7 @@ mod tests {
             let mut last_token = 0;
             for s in steps {
                 let state = stored.as_ref().map(|(id, token, at)| LeaseState {
-                    id: id.as_slice(), token: *token, expires_at_ms: Some(*at)
+                    id: id.as_slice(), token: *token, expires_at_ms: Some(*at), claimed_from: None,
                 });
                 let live_holder = state.filter(|s| s.is_live(now)).map(|s| s.id[0]);
                 match s {
@@ -309,7 +469,8 @@ mod tests {
                     }
                     Step::Confirm(l, extend) => {
                         let id = [l];
-                        let out = confirm(state, &Confirm { lease: &id, extend_ms: extend }, now);
+                        let req = Confirm { lease: &id, extend_ms: extend, claim: None };
+                        let out = confirm(state, &req, now, &mut tokens);
                         match (live_holder, out) {
                             (None, Err(CommandError::NotHeld)) => {}
                             (Some(h), Err(CommandError::NotOwned)) => prop_assert_ne!(h, l),

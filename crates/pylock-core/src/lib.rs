@@ -9,6 +9,7 @@
 //! - [`lease`]: the lease rules, as pure functions of the stored state, the request and `now`.
 //! - [`token`]: fencing-token allocation.
 //! - [`stored`]: which locks read back from an RDB, AOF preamble or `DUMP` payload are kept.
+//! - [`watch`]: why a lease ended, as `PYLOCK.WATCH` answers it.
 //! - [`queue`]: the rules of fair waiting: FIFO hand-off, same-LEASE retries, taking back a
 //!   grant nobody received, BLOCK timeouts.
 //! - [`reply`]: the shapes of the replies, written through a [`reply::ReplySink`] so that the
@@ -24,8 +25,9 @@ pub mod queue;
 pub mod reply;
 pub mod stored;
 pub mod token;
+pub mod watch;
 
-pub use command::{Acquire, Confirm, Info, Release};
+pub use command::{Acquire, Confirm, Info, Release, Watch};
 pub use error::CommandError;
 pub use lease::{LeaseState, Outcome};
 pub use reply::{LeaseReply, ReplySink};

@@ -4,18 +4,33 @@
 //! keep or refuse them is made here, without Redis. A refused lock makes the load fail: Redis
 //! answers `RESTORE` with `ERR Bad data format` and creates no key, and stops loading a file.
 //!
-//! Encoding version 0, the only one: the fencing token as a signed integer, then the lease id
-//! as a string buffer. A lock the module stores always has a token `> 0` and an id of
-//! `1..=MAX_LEASE_ID_LEN` bytes, so anything else did not come from a grant.
+//! Two encodings are read:
+//!
+//! - **version 0** (the module before CLAIM): the fencing token as a signed integer, then the
+//!   lease id as a string buffer. The lease's deadline was the key's expiry alone.
+//! - **version 1**, written now: the token, the lease's own deadline as a signed integer (Unix
+//!   ms; [`NO_DEADLINE`] for none), the lease id, then the id it was claimed from as a string
+//!   buffer (empty when it was not claimed).
+//!
+//! A lock the module stores always has a token `> 0`, an id of `1..=MAX_LEASE_ID_LEN` bytes, a
+//! deadline `>= 0` or none, and a claimed-from id that is empty or a valid id other than its
+//! own, so anything else did not come from a grant.
 
 use std::fmt;
 
 use crate::token::plausible_limit;
 use crate::MAX_LEASE_ID_LEN;
 
-/// The RDB encoding version this module writes and the only one it reads. A newer module that
-/// changes the encoding bumps it, and this one then refuses that data instead of misreading it.
-pub const ENCODING_VERSION: i32 = 0;
+/// The RDB encoding version this module writes. It reads this one and every earlier one; a
+/// newer module that changes the encoding bumps it, and this one then refuses that data instead
+/// of misreading it.
+pub const ENCODING_VERSION: i32 = 1;
+
+/// The encoding of the module before CLAIM: token and id only.
+pub const LEGACY_VERSION: i32 = 0;
+
+/// How version 1 writes "this lease has no deadline of its own".
+pub const NO_DEADLINE: i64 = -1;
 
 /// Why a loaded lock was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +49,10 @@ pub enum Refusal {
     },
     /// The lease id is empty or longer than [`MAX_LEASE_ID_LEN`] bytes (its length is given).
     BadIdLength(usize),
+    /// A deadline below 0 other than [`NO_DEADLINE`].
+    BadDeadline(i64),
+    /// The claimed-from id is longer than [`MAX_LEASE_ID_LEN`] bytes, or is the lease's own id.
+    BadClaimedFrom(usize),
 }
 
 impl fmt::Display for Refusal {
@@ -41,8 +60,8 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::UnknownVersion(v) => write!(
                 f,
-                "lock encoding version {v} is unknown to this module (it reads {ENCODING_VERSION}); \
-                 the data was written by a newer module"
+                "lock encoding version {v} is unknown to this module (it reads {LEGACY_VERSION} \
+                 to {ENCODING_VERSION}); the data was written by a newer module"
             ),
             Refusal::BadToken(t) => write!(f, "fencing token {t} is not positive"),
             Refusal::ImplausibleToken { token, limit } => write!(
@@ -54,6 +73,11 @@ impl fmt::Display for Refusal {
                 f,
                 "lease id of {n} bytes is outside 1..={MAX_LEASE_ID_LEN}"
             ),
+            Refusal::BadDeadline(d) => write!(f, "lease deadline {d} is negative"),
+            Refusal::BadClaimedFrom(n) => write!(
+                f,
+                "claimed-from id of {n} bytes is too long or the lease's own id"
+            ),
         }
     }
 }
@@ -63,9 +87,9 @@ impl fmt::Display for Refusal {
 ///
 /// # Errors
 ///
-/// [`Refusal::UnknownVersion`] for any version but [`ENCODING_VERSION`].
+/// [`Refusal::UnknownVersion`] for any version but [`LEGACY_VERSION`] to [`ENCODING_VERSION`].
 pub fn check_version(encver: i32) -> Result<(), Refusal> {
-    if encver == ENCODING_VERSION {
+    if (LEGACY_VERSION..=ENCODING_VERSION).contains(&encver) {
         Ok(())
     } else {
         Err(Refusal::UnknownVersion(encver))
@@ -103,6 +127,34 @@ pub fn check(encver: i32, token: i64, id: &[u8], now_ms: i64) -> Result<(), Refu
         return Err(Refusal::BadIdLength(id.len()));
     }
     Ok(())
+}
+
+/// A version 1 deadline as stored: `None` for [`NO_DEADLINE`].
+///
+/// # Errors
+///
+/// [`Refusal::BadDeadline`] for any other negative value.
+pub fn check_deadline(raw: i64) -> Result<Option<i64>, Refusal> {
+    match raw {
+        NO_DEADLINE => Ok(None),
+        d if d < 0 => Err(Refusal::BadDeadline(d)),
+        d => Ok(Some(d)),
+    }
+}
+
+/// A version 1 claimed-from id as stored for a lease `id`: `None` when empty.
+///
+/// # Errors
+///
+/// [`Refusal::BadClaimedFrom`] when longer than [`MAX_LEASE_ID_LEN`] or equal to `id`.
+pub fn check_claimed_from<'a>(from: &'a [u8], id: &[u8]) -> Result<Option<&'a [u8]>, Refusal> {
+    if from.is_empty() {
+        return Ok(None);
+    }
+    if from.len() > MAX_LEASE_ID_LEN || from == id {
+        return Err(Refusal::BadClaimedFrom(from.len()));
+    }
+    Ok(Some(from))
 }
 
 #[cfg(test)]
@@ -146,7 +198,8 @@ mod tests {
             (0, i64::MIN, b"x", Err(Refusal::BadToken(i64::MIN))),
             (0, 5, b"", Err(Refusal::BadIdLength(0))),
             (0, 5, &[b'x'; 129], Err(Refusal::BadIdLength(129))),
-            (1, 5, b"x", Err(Refusal::UnknownVersion(1))),
+            (1, 5, b"x", Ok(())),
+            (2, 5, b"x", Err(Refusal::UnknownVersion(2))),
             (-1, 5, b"x", Err(Refusal::UnknownVersion(-1))),
             // The version is decided first, then the token, then the id.
             (7, 0, b"", Err(Refusal::UnknownVersion(7))),
@@ -161,7 +214,7 @@ mod tests {
     fn refusals_read_clearly() {
         assert_eq!(
             Refusal::UnknownVersion(3).to_string(),
-            "lock encoding version 3 is unknown to this module (it reads 0); \
+            "lock encoding version 3 is unknown to this module (it reads 0 to 1); \
              the data was written by a newer module"
         );
         assert!(Refusal::ImplausibleToken { token: 9, limit: 8 }
@@ -178,12 +231,13 @@ mod tests {
         /// bytes; and a refusal names the first rule broken.
         #[test]
         fn accepts_exactly_what_a_grant_could_store(
-            encver in prop_oneof![Just(0), any::<i32>()],
+            encver in prop_oneof![Just(0), Just(1), any::<i32>()],
             token in prop_oneof![any::<i64>(), -2i64..3, Just(i64::MAX), Just(i64::MIN)],
             id in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let got = check(encver, token, &id, NOW);
-            let ok = encver == ENCODING_VERSION
+            let known = (LEGACY_VERSION..=ENCODING_VERSION).contains(&encver);
+            let ok = known
                 && token > 0
                 && token <= plausible_limit(NOW)
                 && (1..=128).contains(&id.len());
@@ -191,22 +245,48 @@ mod tests {
             match got {
                 Err(Refusal::UnknownVersion(v)) => prop_assert_eq!(v, encver),
                 Err(Refusal::BadToken(t)) => {
-                    prop_assert_eq!(encver, ENCODING_VERSION);
+                    prop_assert!(known);
                     prop_assert_eq!(t, token);
                 }
                 Err(Refusal::ImplausibleToken { token: t, limit }) => {
-                    prop_assert_eq!(encver, ENCODING_VERSION);
+                    prop_assert!(known);
                     prop_assert_eq!(t, token);
                     prop_assert!(t > limit);
                 }
                 Err(Refusal::BadIdLength(n)) => {
-                    prop_assert!(encver == ENCODING_VERSION && token > 0 && token <= plausible_limit(NOW));
+                    prop_assert!(known && token > 0 && token <= plausible_limit(NOW));
                     prop_assert_eq!(n, id.len());
                 }
                 Ok(()) => {}
+                Err(other) => prop_assert!(false, "unexpected {:?}", other),
             }
-            prop_assert_eq!(check_version(encver).is_ok(), encver == ENCODING_VERSION);
+            prop_assert_eq!(check_version(encver).is_ok(), known);
         }
+    }
+}
+
+#[cfg(test)]
+mod version_1_tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_and_claimed_from() {
+        assert_eq!(check_deadline(NO_DEADLINE), Ok(None));
+        assert_eq!(check_deadline(0), Ok(Some(0)));
+        assert_eq!(check_deadline(1_796_190_000_000), Ok(Some(1_796_190_000_000)));
+        assert_eq!(check_deadline(-2), Err(Refusal::BadDeadline(-2)));
+        assert_eq!(check_deadline(i64::MIN), Err(Refusal::BadDeadline(i64::MIN)));
+        assert_eq!(check_claimed_from(b"", b"a"), Ok(None));
+        assert_eq!(check_claimed_from(b"b", b"a"), Ok(Some(b"b".as_slice())));
+        assert_eq!(check_claimed_from(b"a", b"a"), Err(Refusal::BadClaimedFrom(1)));
+        assert_eq!(
+            check_claimed_from(&[b'x'; 129], b"a"),
+            Err(Refusal::BadClaimedFrom(129))
+        );
+        assert_eq!(
+            check_claimed_from(&[b'x'; 128], b"a").map(|f| f.map(<[u8]>::len)),
+            Ok(Some(128))
+        );
     }
 }
 

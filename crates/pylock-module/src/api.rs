@@ -270,6 +270,10 @@ impl Flags {
     pub(crate) fn aof(self) -> bool {
         self.has(raw::REDISMODULE_CTX_FLAGS_AOF)
     }
+    /// The server is loading data (an RDB, an AOF, a full sync).
+    pub(crate) fn loading(self) -> bool {
+        self.has(raw::REDISMODULE_CTX_FLAGS_LOADING)
+    }
     /// The call comes from the primary's replication stream or from AOF loading.
     pub(crate) fn replicated_or_loading(self) -> bool {
         self.has(raw::REDISMODULE_CTX_FLAGS_REPLICATED)
@@ -404,14 +408,15 @@ impl Ctx {
         true
     }
 
-    /// Propagates `PYLOCK.RESTORE key id token [PXAT deadline]`: the full state of a grant
-    /// (without a deadline only for a lock whose TTL was removed).
+    /// Propagates `PYLOCK.RESTORE key id token [PXAT deadline] [FROM claimed-from]`: the full
+    /// state of a grant or a claim (without a deadline only for a lease that has none).
     pub(crate) fn replicate_grant(
         self,
         key: &Arg,
         id: &[u8],
         token: i64,
         deadline_ms: Option<i64>,
+        claimed_from: Option<&[u8]>,
     ) {
         if self.skip_effect() {
             return;
@@ -421,27 +426,54 @@ impl Ctx {
             id.as_ptr().cast::<c_char>(),
             id.len(),
         );
+        let token = token as c_longlong;
         unsafe {
-            match deadline_ms {
-                Some(at) => rm!(RedisModule_Replicate)(
+            match (deadline_ms, claimed_from) {
+                (Some(at), None) => rm!(RedisModule_Replicate)(
                     self.0,
                     cmd,
                     c"sblcl".as_ptr(),
                     key.0,
                     buf,
                     len,
-                    token as c_longlong,
+                    token,
                     c"PXAT".as_ptr(),
                     at as c_longlong,
                 ),
-                None => rm!(RedisModule_Replicate)(
+                (None, None) => rm!(RedisModule_Replicate)(
                     self.0,
                     cmd,
                     c"sbl".as_ptr(),
                     key.0,
                     buf,
                     len,
-                    token as c_longlong,
+                    token,
+                ),
+                (Some(at), Some(from)) => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblclcb".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"PXAT".as_ptr(),
+                    at as c_longlong,
+                    c"FROM".as_ptr(),
+                    from.as_ptr().cast::<c_char>(),
+                    from.len(),
+                ),
+                (None, Some(from)) => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblcb".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"FROM".as_ptr(),
+                    from.as_ptr().cast::<c_char>(),
+                    from.len(),
                 ),
             };
         }
@@ -1179,16 +1211,23 @@ unsafe extern "C" fn free_trampoline<K: BlockedKind>(
 
 /// A handler of keyspace notifications, run under [`guard`]. It must not write.
 pub(crate) trait KeyspaceHandler: 'static {
-    fn event(ctx: Ctx, key: &Arg);
+    /// `event` is the event's name (`del`, `expired`, `rename_from`, ...).
+    fn event(ctx: Ctx, event: &[u8], key: &Arg);
 }
 
 unsafe extern "C" fn keyspace_trampoline<H: KeyspaceHandler>(
     ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
-    _event: *const c_char,
+    event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    guard(ctx, "keyspace event", || H::event(Ctx(ctx), &Arg(key)));
+    // SAFETY: Redis passes the event's name as a NUL-terminated string.
+    let name = if event.is_null() {
+        &[][..]
+    } else {
+        unsafe { CStr::from_ptr(event) }.to_bytes()
+    };
+    guard(ctx, "keyspace event", || H::event(Ctx(ctx), name, &Arg(key)));
     OK
 }
 
@@ -1372,8 +1411,8 @@ impl Io {
         unsafe { rm!(RedisModule_SaveStringBuffer)(self.0, bytes.as_ptr().cast(), bytes.len()) };
     }
 
-    /// Emits `PYLOCK.RESTORE key id token` into a rewritten AOF (Redis writes the key's
-    /// `PEXPIREAT` after it).
+    /// Emits `PYLOCK.RESTORE key id token [PXAT deadline] [FROM claimed-from]` into a
+    /// rewritten AOF (Redis writes the key's own `PEXPIREAT` after it).
     ///
     /// # Safety
     ///
@@ -1383,16 +1422,59 @@ impl Io {
         key: *mut raw::RedisModuleString,
         id: &[u8],
         token: i64,
+        deadline_ms: Option<i64>,
+        claimed_from: Option<&[u8]>,
     ) {
-        rm!(RedisModule_EmitAOF)(
-            self.0,
-            c"PYLOCK.RESTORE".as_ptr(),
-            c"sbl".as_ptr(),
-            key,
-            id.as_ptr(),
-            id.len(),
-            token as c_longlong,
-        );
+        let cmd = c"PYLOCK.RESTORE".as_ptr();
+        let token = token as c_longlong;
+        match (deadline_ms, claimed_from) {
+            (None, None) => rm!(RedisModule_EmitAOF)(
+                self.0,
+                cmd,
+                c"sbl".as_ptr(),
+                key,
+                id.as_ptr(),
+                id.len(),
+                token,
+            ),
+            (Some(at), None) => rm!(RedisModule_EmitAOF)(
+                self.0,
+                cmd,
+                c"sblcl".as_ptr(),
+                key,
+                id.as_ptr(),
+                id.len(),
+                token,
+                c"PXAT".as_ptr(),
+                at as c_longlong,
+            ),
+            (None, Some(from)) => rm!(RedisModule_EmitAOF)(
+                self.0,
+                cmd,
+                c"sblcb".as_ptr(),
+                key,
+                id.as_ptr(),
+                id.len(),
+                token,
+                c"FROM".as_ptr(),
+                from.as_ptr(),
+                from.len(),
+            ),
+            (Some(at), Some(from)) => rm!(RedisModule_EmitAOF)(
+                self.0,
+                cmd,
+                c"sblclcb".as_ptr(),
+                key,
+                id.as_ptr(),
+                id.len(),
+                token,
+                c"PXAT".as_ptr(),
+                at as c_longlong,
+                c"FROM".as_ptr(),
+                from.as_ptr(),
+                from.len(),
+            ),
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! | [`grant`] (ACQUIRE on a free lock) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.acquire` | `acquired` |
 //! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired` |
 //! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | `pylock.extend` | the caller's counter |
+//! | [`claim`] (CONFIRM … CLAIM) | the new id, token and deadline, claimed from the old id | `PYLOCK.RESTORE … PXAT … FROM` | `pylock.claim` | `claimed` |
+//! | [`restore_expiry`] (a generic command moved the key's expiry past the lease's deadline) | the key's expiry | `PEXPIREAT` | — | — |
 //! | [`release`] (RELEASE) | key deleted | `DEL` | `pylock.release` | `released` |
 //! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | `pylock.revoke` | — |
 //! | [`restore`] (replication stream, AOF loading) | the given lock | `PYLOCK.RESTORE` (a replica's own AOF) | `pylock.restore` | — |
@@ -20,7 +22,8 @@
 //! the rest. The module's own keyspace handler (in `blocking`) listens to classes `g`, `x`
 //! and `e` only, so these events never reach it and never trigger a hand-off.
 //!
-//! Waking waiters is not an effect: callers pass a freed lock on through `blocking`.
+//! Waking waiters and answering PYLOCK.WATCH are not effects: callers pass a freed lock on, and
+//! report an ended lease, through `blocking`. ("WATCH" below is Redis's MULTI/EXEC WATCH.)
 
 use std::ffi::CStr;
 
@@ -67,6 +70,8 @@ pub(crate) mod event {
     pub(crate) const HANDOFF: &CStr = c"pylock.handoff";
     /// A lease's deadline moved: same-LEASE ACQUIRE, `CONFIRM … EXTEND`.
     pub(crate) const EXTEND: &CStr = c"pylock.extend";
+    /// `CONFIRM … CLAIM` passed the lease to a new id.
+    pub(crate) const CLAIM: &CStr = c"pylock.claim";
     /// `PYLOCK.RELEASE` removed the lock.
     pub(crate) const RELEASE: &CStr = c"pylock.release";
     /// A hand-off whose client was gone before its reply was taken back.
@@ -98,8 +103,8 @@ pub(crate) fn grant<'a>(
     to: GrantTo,
 ) -> LeaseId<'a> {
     let id = LeaseId::new(lease);
-    lock.store(token, id.as_bytes(), Some(deadline_ms));
-    ctx.replicate_grant(key, id.as_bytes(), token, Some(deadline_ms));
+    lock.store(token, id.as_bytes(), Some(deadline_ms), None);
+    ctx.replicate_grant(key, id.as_bytes(), token, Some(deadline_ms), None);
     ctx.signal_modified(key);
     ctx.notify(
         match to {
@@ -126,6 +131,33 @@ pub(crate) fn renew(
     ctx.signal_modified(key);
     ctx.notify(event::EXTEND, key);
     counter.incr();
+}
+
+/// Passes the lease `from` (the holder) to the id `to` with the new `token` and `deadline_ms`,
+/// remembering `from` as the claimed-from id; replicates exactly that, signals WATCH, publishes
+/// `pylock.claim` and counts `claimed`. The lock is never free in between.
+pub(crate) fn claim(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    from: &[u8],
+    to: &[u8],
+    token: i64,
+    deadline_ms: Option<i64>,
+) {
+    lock.store(token, to, deadline_ms, Some(from));
+    ctx.replicate_grant(key, to, token, deadline_ms, Some(from));
+    ctx.signal_modified(key);
+    ctx.notify(event::CLAIM, key);
+    stats::CLAIMED.incr();
+}
+
+/// Puts the key's expiry back to the lease's own deadline after a generic command (PERSIST,
+/// a later EXPIRE, a RESTORE with no TTL) moved it later or removed it, and replicates it.
+pub(crate) fn restore_expiry(ctx: Ctx, key: &Arg, lock: &LockKey<Write>, deadline_ms: i64) {
+    lock.set_key_expiry(deadline_ms);
+    ctx.replicate_deadline(key, deadline_ms);
+    ctx.signal_modified(key);
 }
 
 /// Deletes the lock for RELEASE, replicates `DEL`, signals WATCH, publishes `pylock.release`
@@ -158,10 +190,11 @@ pub(crate) fn restore(
     id: &[u8],
     token: i64,
     deadline_ms: Option<i64>,
+    claimed_from: Option<&[u8]>,
 ) {
-    lock.store(token, id, deadline_ms);
+    lock.store(token, id, deadline_ms, claimed_from);
     observe_token(token);
-    ctx.replicate_grant(key, id, token, deadline_ms);
+    ctx.replicate_grant(key, id, token, deadline_ms, claimed_from);
     ctx.signal_modified(key);
     ctx.notify(event::RESTORE, key);
 }

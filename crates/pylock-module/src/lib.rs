@@ -60,8 +60,35 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         return Status::Err;
     }
     // Effects are built only while AOF or a replication stream can take them.
-    propagation::track(c);
+    if api::subscribe_server_events::<ServerEvents>(c, &ServerEvents::ALL) {
+        propagation::recheck(c);
+    } else {
+        ctx.log_warning("pylock: could not subscribe to the server events it needs");
+        return Status::Err;
+    }
     Status::Ok
+}
+
+/// The module's one handler of server events: Redis keeps one callback per module and event,
+/// so every layer that needs an event is called from here.
+struct ServerEvents;
+
+impl ServerEvents {
+    const ALL: [api::ServerEvent; 6] = [
+        api::ServerEvent::ForkChild,
+        api::ServerEvent::RoleChanged,
+        api::ServerEvent::Loading,
+        api::ServerEvent::ReplicaChange,
+        api::ServerEvent::Flushed(None),
+        api::ServerEvent::Swapped(0, 0),
+    ];
+}
+
+impl api::ServerEventHandler for ServerEvents {
+    fn event(ctx: api::Ctx, event: api::ServerEvent) {
+        propagation::event(ctx, event);
+        blocking::server_event(ctx, event);
+    }
 }
 
 redis_module! {

@@ -13,7 +13,8 @@
 //! building effects:
 //!
 //! - it starts as "may exist" and becomes "none" only once the module is subscribed to the
-//!   events below and `INFO replication` shows no replica and no backlog;
+//!   events below (`lib` subscribes, then calls [`recheck`]) and `INFO replication` shows no
+//!   replica and no backlog;
 //! - a backlog on a primary is created only when a replica's full sync starts, and that sync
 //!   forks (disk or diskless) before any command can run after the snapshot point: the fork
 //!   event re-reads INFO, so every effect after the snapshot is built;
@@ -27,7 +28,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::api::{self, Ctx, Flags, ServerEvent, ServerEventHandler};
+use crate::api::{Ctx, Flags, ServerEvent};
 
 /// False only while no replication stream can exist (see the module docs).
 static STREAM_MAY_EXIST: AtomicBool = AtomicBool::new(true);
@@ -44,35 +45,25 @@ pub(crate) fn effects_needed(flags: Flags) -> bool {
     STREAM_MAY_EXIST.load(Ordering::Relaxed)
 }
 
-/// Subscribes to the events that can create a replication stream (forks, a full sync's
-/// snapshot among them; role changes; the end of loading, since a primary restarted from an
-/// RDB with replication info keeps a backlog and its replicas come back by partial resync with
-/// no fork; replicas coming or going) and reads the current state. Without server events (an
-/// old server), effects are always built.
-pub(crate) fn track(ctx: Ctx) {
-    let events = [
-        ServerEvent::ForkChild,
-        ServerEvent::RoleChanged,
-        ServerEvent::Loading,
-        ServerEvent::ReplicaChange,
-    ];
-    if api::subscribe_server_events::<Tracker>(ctx, &events) {
-        recheck(ctx);
-    }
-}
-
-struct Tracker;
-
-impl ServerEventHandler for Tracker {
-    fn event(ctx: Ctx, _event: ServerEvent) {
-        // Any fork (a full sync's among them), role change, load or replica change: read the
-        // state again.
+/// Reads the state again on the events that can create a replication stream (forks, a full
+/// sync's snapshot among them; role changes; the end of loading, since a primary restarted from
+/// an RDB with replication info keeps a backlog and its replicas come back by partial resync
+/// with no fork; replicas coming or going). `lib` subscribes the module to them; without server
+/// events (an old server) the module does not load.
+pub(crate) fn event(ctx: Ctx, event: ServerEvent) {
+    if matches!(
+        event,
+        ServerEvent::ForkChild
+            | ServerEvent::RoleChanged
+            | ServerEvent::Loading
+            | ServerEvent::ReplicaChange
+    ) {
         recheck(ctx);
     }
 }
 
 /// Sets the cache from `INFO replication`: "none" only if it shows no replica and no backlog.
-fn recheck(ctx: Ctx) {
+pub(crate) fn recheck(ctx: Ctx) {
     let zero = |field| ctx.server_info_int(c"replication", field) == Some(0);
     let idle = zero(c"connected_slaves") && zero(c"repl_backlog_active");
     STREAM_MAY_EXIST.store(!idle, Ordering::Relaxed);

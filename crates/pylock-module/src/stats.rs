@@ -33,6 +33,8 @@ pub(crate) static RELEASED: Counter = Counter::new();
 pub(crate) static CONFIRMED: Counter = Counter::new();
 /// CONFIRM with EXTEND succeeded.
 pub(crate) static EXTENDED: Counter = Counter::new();
+/// CONFIRM … CLAIM succeeded (a claim, or a retry of one).
+pub(crate) static CLAIMED: Counter = Counter::new();
 /// CONFIRM or RELEASE answered NOTHELD.
 pub(crate) static NOTHELD: Counter = Counter::new();
 /// CONFIRM or RELEASE answered NOTOWNED.
@@ -41,6 +43,10 @@ pub(crate) static NOTOWNED: Counter = Counter::new();
 /// Not a counter: clients blocked waiting for any lock right now. `blocking` raises it when a
 /// client starts waiting and lowers it when its wait ends, however it ends.
 pub(crate) static WAITING: Counter = Counter::new();
+
+/// Not a counter: clients blocked in PYLOCK.WATCH right now, raised and lowered like
+/// [`WAITING`].
+pub(crate) static WATCHING: Counter = Counter::new();
 
 /// Writes the `INFO pylock` section's fields.
 pub(crate) fn info(out: &mut InfoSink) {
@@ -53,6 +59,8 @@ pub(crate) fn info(out: &mut InfoSink) {
         (c"notheld", NOTHELD.get()),
         (c"notowned", NOTOWNED.get()),
         (c"waiting", WAITING.get()),
+        (c"claimed", CLAIMED.get()),
+        (c"watching", WATCHING.get()),
         // Not a counter: the largest fencing token granted or seen. Operators (and the tests)
         // use it to check that a replica or a restarted server continues the sequence.
         (

@@ -1,8 +1,9 @@
 //! Where leases live: the `pylock-lk` module data type, and typed access to a lock's key.
 //!
-//! A lock is one key of our own type holding the lease id and fencing token; its deadline is
-//! the key's own (absolute) expiry, so Redis expires locks, evicts them per `maxmemory-policy`
-//! and sends replicas a DEL exactly as for any other key. See `docs/DESIGN.md` for why a module
+//! A lock is one key of our own type holding the lease id, fencing token, the lease's own
+//! deadline and the id it was claimed from; the key's (absolute) expiry is set to the deadline,
+//! so Redis expires locks, evicts them per `maxmemory-policy` and sends replicas a DEL exactly
+//! as for any other key, while a generic command that moves the expiry cannot extend a lease. See `docs/DESIGN.md` for why a module
 //! type rather than a string or hash.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -18,35 +19,54 @@ use redis_module::raw;
 
 use crate::api::{guard, now_ms, Arg, Content, Ctx, Digest, Io, Key, Mode, Read, Write};
 
-/// The stored value of a held lock: one allocation holding the fencing token, the id's length
-/// and the id itself (`[token: i64][len: u32][id: len bytes]`). A 36-byte UUID makes it
-/// 48 bytes, one allocator size class; a `Box` of a struct holding a `Box<[u8]>` took two
-/// allocations (32 + 48 bytes) per lock. The RDB encoding does not depend on this layout.
+/// The stored value of a held lock: one allocation holding the fencing token, the lease's own
+/// deadline, the lengths of the id and of the claimed-from id, and the two ids
+/// (`[token: i64][deadline: i64][id len: u32][from len: u32][id][from]`). A 36-byte UUID makes
+/// it 60 bytes, one allocator size class (64). The RDB encoding does not depend on this layout.
+///
+/// The deadline is the lease's, and the key's expiry is set to it; the two part only when a
+/// generic command moves the key's expiry (see `blocking::events`). The lease ends at the
+/// earlier of the two. [`NO_DEADLINE`] marks a lease loaded from encoding 0, which had only the
+/// key's expiry.
 pub(crate) struct Lock(NonNull<u8>);
 
-const ID_LEN_AT: usize = size_of::<i64>();
-const ID_AT: usize = ID_LEN_AT + size_of::<u32>();
+const DEADLINE_AT: usize = size_of::<i64>();
+const ID_LEN_AT: usize = DEADLINE_AT + size_of::<i64>();
+const FROM_LEN_AT: usize = ID_LEN_AT + size_of::<u32>();
+const ID_AT: usize = FROM_LEN_AT + size_of::<u32>();
+/// The stored deadline of a lease without one.
+const NO_DEADLINE: i64 = i64::MIN;
 
 impl Lock {
-    fn layout(id_len: usize) -> Option<Layout> {
-        Layout::from_size_align(ID_AT.checked_add(id_len)?, align_of::<i64>()).ok()
+    fn layout(ids_len: usize) -> Option<Layout> {
+        Layout::from_size_align(ID_AT.checked_add(ids_len)?, align_of::<i64>()).ok()
     }
 
-    /// A lock value holding `token` and a copy of `id`; `None` if `id` is over `u32::MAX` bytes
-    /// (callers accept at most `MAX_LEASE_ID_LEN`).
-    pub(crate) fn new(token: i64, id: &[u8]) -> Option<Self> {
-        let len = u32::try_from(id.len()).ok()?;
-        let layout = Self::layout(id.len())?;
-        // SAFETY: the layout is non-zero in size; every byte written is inside it, the token at
-        // an 8-aligned offset 0, the length at 8 and the id from 12.
+    /// A lock value holding `token`, `deadline_ms` and copies of `id` and `claimed_from`;
+    /// `None` if an id is over `u32::MAX` bytes (callers accept at most `MAX_LEASE_ID_LEN`).
+    pub(crate) fn new(
+        token: i64,
+        deadline_ms: Option<i64>,
+        id: &[u8],
+        claimed_from: Option<&[u8]>,
+    ) -> Option<Self> {
+        let from = claimed_from.unwrap_or_default();
+        let id_len = u32::try_from(id.len()).ok()?;
+        let from_len = u32::try_from(from.len()).ok()?;
+        let layout = Self::layout(id.len().checked_add(from.len())?)?;
+        // SAFETY: the layout is non-zero in size; every byte written is inside it, the token
+        // and deadline at 8-aligned offsets 0 and 8, the lengths at 16 and 20, the ids from 24.
         unsafe {
             let ptr = NonNull::new(alloc(layout)).unwrap_or_else(|| handle_alloc_error(layout));
-            ptr.as_ptr().cast::<i64>().write(token);
-            ptr.as_ptr()
-                .add(ID_LEN_AT)
-                .cast::<u32>()
-                .write_unaligned(len);
-            std::ptr::copy_nonoverlapping(id.as_ptr(), ptr.as_ptr().add(ID_AT), id.len());
+            let base = ptr.as_ptr();
+            base.cast::<i64>().write(token);
+            base.add(DEADLINE_AT)
+                .cast::<i64>()
+                .write(deadline_ms.unwrap_or(NO_DEADLINE));
+            base.add(ID_LEN_AT).cast::<u32>().write_unaligned(id_len);
+            base.add(FROM_LEN_AT).cast::<u32>().write_unaligned(from_len);
+            std::ptr::copy_nonoverlapping(id.as_ptr(), base.add(ID_AT), id.len());
+            std::ptr::copy_nonoverlapping(from.as_ptr(), base.add(ID_AT + id.len()), from.len());
             Some(Self(ptr))
         }
     }
@@ -77,8 +97,9 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        // `new` succeeded with this id length, so its layout exists.
-        if let Some(layout) = Self::layout(self.as_ref().id().len()) {
+        let lock = self.as_ref();
+        // `new` succeeded with these lengths, so the layout exists.
+        if let Some(layout) = Self::layout(lock.ids_len()) {
             // SAFETY: allocated in `new` with this same layout.
             unsafe { dealloc(self.0.as_ptr(), layout) };
         }
@@ -109,18 +130,53 @@ impl<'a> LockRef<'a> {
         unsafe { self.ptr.as_ptr().cast::<i64>().read() }
     }
 
+    /// The lease's own deadline (Unix ms); `None` for a lease loaded without one.
+    pub(crate) fn deadline_ms(self) -> Option<i64> {
+        // SAFETY: offset 8 of a live value, 8-aligned (see `Lock::new`).
+        let at = unsafe { self.ptr.as_ptr().add(DEADLINE_AT).cast::<i64>().read() };
+        (at != NO_DEADLINE).then_some(at)
+    }
+
+    /// Moves the lease's own deadline in place. Only this field changes, so borrows of the ids
+    /// stay valid; the value lives in Redis's keyspace and is only touched on the main thread.
+    fn write_deadline(self, deadline_ms: Option<i64>) {
+        // SAFETY: offset 8 of a live value, 8-aligned; the pointer came from Redis's
+        // `*mut` value, and no Rust reference to this field exists.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .add(DEADLINE_AT)
+                .cast::<i64>()
+                .write(deadline_ms.unwrap_or(NO_DEADLINE));
+        }
+    }
+
+    fn len_at(self, at: usize) -> usize {
+        // SAFETY: `Lock::new` wrote both lengths.
+        unsafe { self.ptr.as_ptr().add(at).cast::<u32>().read_unaligned() as usize }
+    }
+
+    fn ids_len(self) -> usize {
+        self.len_at(ID_LEN_AT) + self.len_at(FROM_LEN_AT)
+    }
+
     /// The lease id.
     pub(crate) fn id(self) -> &'a [u8] {
-        // SAFETY: `Lock::new` wrote the length at `ID_LEN_AT` and that many bytes at `ID_AT`.
-        unsafe {
-            let len = self
-                .ptr
-                .as_ptr()
-                .add(ID_LEN_AT)
-                .cast::<u32>()
-                .read_unaligned() as usize;
-            std::slice::from_raw_parts(self.ptr.as_ptr().add(ID_AT), len)
-        }
+        // SAFETY: `Lock::new` wrote that many bytes at `ID_AT`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(ID_AT), self.len_at(ID_LEN_AT)) }
+    }
+
+    /// The id this lease was claimed from (`CONFIRM … CLAIM`), if it was.
+    pub(crate) fn claimed_from(self) -> Option<&'a [u8]> {
+        let len = self.len_at(FROM_LEN_AT);
+        // SAFETY: `Lock::new` wrote that many bytes right after the id.
+        let from = unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().add(ID_AT + self.len_at(ID_LEN_AT)),
+                len,
+            )
+        };
+        (len > 0).then_some(from)
     }
 }
 
@@ -243,16 +299,50 @@ impl<M: Mode> LockKey<M> {
         Ok(self.lock()?.map(|lock| LeaseState {
             id: lock.id(),
             token: lock.token(),
-            expires_at_ms: self.expires_at_ms(),
+            expires_at_ms: earliest(lock.deadline_ms(), self.expires_at_ms()),
+            claimed_from: lock.claimed_from(),
         }))
+    }
+
+    /// The lease's own deadline, when the key's expiry is later or absent (a generic command
+    /// moved it): the expiry to put back. `None` when they agree, or the key's is earlier.
+    pub(crate) fn expiry_to_restore(&self) -> Option<i64> {
+        let own = self.lock().ok()??.deadline_ms()?;
+        match self.expires_at_ms() {
+            Some(key) if key <= own => None,
+            _ => Some(own),
+        }
+    }
+
+    /// Makes the key's expiry the lease's own deadline, in place: what a lease from the
+    /// primary's stream or an AOF (`PEXPIREAT`, a renewal) means. No keyspace change.
+    pub(crate) fn adopt_key_expiry(&self) {
+        if let (Ok(Some(lock)), Some(at)) = (self.lock(), self.expires_at_ms()) {
+            lock.write_deadline(Some(at));
+        }
+    }
+}
+
+/// The earlier of two optional deadlines, `None` being never.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
 impl LockKey<Write> {
     /// Stores a lock of `token` and `id` (replacing whatever the key held) with an absolute
-    /// deadline. Callers have checked `id` against `MAX_LEASE_ID_LEN`.
-    pub(crate) fn store(&mut self, token: i64, id: &[u8], deadline_ms: Option<i64>) {
-        let Some(lock) = Lock::new(token, id) else {
+    /// deadline, claimed from `claimed_from`. Callers have checked the ids against
+    /// `MAX_LEASE_ID_LEN`.
+    pub(crate) fn store(
+        &mut self,
+        token: i64,
+        id: &[u8],
+        deadline_ms: Option<i64>,
+        claimed_from: Option<&[u8]>,
+    ) {
+        let Some(lock) = Lock::new(token, deadline_ms, id, claimed_from) else {
             return;
         };
         if let Err(value) = self.0.set_value(lock_type(), lock.into_raw()) {
@@ -266,9 +356,17 @@ impl LockKey<Write> {
         }
     }
 
-    /// Moves the key's absolute expiry. The stored value is untouched, so borrows of it stay
-    /// valid.
+    /// Moves the lease's deadline and the key's absolute expiry with it. Only the deadline
+    /// field of the value changes, so borrows of the ids stay valid.
     pub(crate) fn set_deadline(&self, deadline_ms: i64) {
+        if let Ok(Some(lock)) = self.lock() {
+            lock.write_deadline(Some(deadline_ms));
+        }
+        self.0.set_deadline(deadline_ms);
+    }
+
+    /// Puts the key's expiry back to `deadline_ms` (the lease's own) without touching the value.
+    pub(crate) fn set_key_expiry(&self, deadline_ms: i64) {
         self.0.set_deadline(deadline_ms);
     }
 
@@ -280,9 +378,11 @@ impl LockKey<Write> {
 
 // ---- data type callbacks -------------------------------------------------------------------
 //
-// RDB encoding, version 0: signed token, then the lease id as a string buffer. Every callback
-// body runs under `guard`; reads go through `Io`, which checks Redis's I/O error flag
-// (`HANDLE_IO_ERRORS` is set in `init`), so a short or corrupt payload is refused, not fatal.
+// RDB encoding (`pylock_core::stored`): version 1 writes the signed token, the signed deadline
+// (`stored::NO_DEADLINE` for none), the lease id and the claimed-from id (empty for none) as
+// string buffers; version 0 had the token and the id. Every callback body runs under `guard`;
+// reads go through `Io`, which checks Redis's I/O error flag (`HANDLE_IO_ERRORS` is set in
+// `init`), so a short or corrupt payload is refused, not fatal.
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     let Some(lock) = LockRef::from_raw(value) else {
@@ -291,7 +391,9 @@ unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     let mut io = Io::from_raw(io);
     guard(std::ptr::null_mut(), "rdb_save", || {
         io.save_signed(lock.token());
+        io.save_signed(lock.deadline_ms().unwrap_or(stored::NO_DEADLINE));
         io.save_bytes(lock.id());
+        io.save_bytes(lock.claimed_from().unwrap_or_default());
     });
 }
 
@@ -310,25 +412,42 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
 /// newer module wrote it), a short or corrupt payload, or values no grant could have made
 /// (`pylock_core::stored` decides which).
 fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
-    if let Err(why) = stored::check_version(encver) {
+    let refuse = |io: &mut Io, why: stored::Refusal| {
         io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
-        return None;
+        None
+    };
+    if let Err(why) = stored::check_version(encver) {
+        return refuse(io, why);
     }
     let token = io.load_signed()?;
-    let checked = io.load_bytes(|id| {
-        stored::check(encver, token, id, now_ms()).map(|()| Lock::new(token, id))
+    let deadline = if encver >= 1 {
+        match stored::check_deadline(io.load_signed()?) {
+            Ok(at) => at,
+            Err(why) => return refuse(io, why),
+        }
+    } else {
+        None
+    };
+    let id = io.load_bytes(|id| {
+        stored::check(encver, token, id, now_ms()).map(|()| Box::<[u8]>::from(id))
     })?;
-    match checked {
-        Ok(Some(lock)) => {
-            observe_token(token);
-            Some(lock)
+    let id = match id {
+        Ok(id) => id,
+        Err(why) => return refuse(io, why),
+    };
+    let lock = if encver >= 1 {
+        let made = io.load_bytes(|from| {
+            stored::check_claimed_from(from, &id).map(|from| Lock::new(token, deadline, &id, from))
+        })?;
+        match made {
+            Ok(lock) => lock?,
+            Err(why) => return refuse(io, why),
         }
-        Ok(None) => None,
-        Err(why) => {
-            io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
-            None
-        }
-    }
+    } else {
+        Lock::new(token, None, &id, None)?
+    };
+    observe_token(token);
+    Some(lock)
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -342,12 +461,18 @@ unsafe extern "C" fn aof_rewrite(
     let mut io = Io::from_raw(aof);
     // SAFETY: `key` is the key of this callback.
     guard(std::ptr::null_mut(), "aof_rewrite", || unsafe {
-        io.emit_restore(key, lock.id(), lock.token())
+        io.emit_restore(
+            key,
+            lock.id(),
+            lock.token(),
+            lock.deadline_ms(),
+            lock.claimed_from(),
+        )
     });
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    LockRef::from_raw(value).map_or(0, |lock| ID_AT + lock.id().len())
+    LockRef::from_raw(value).map_or(0, |lock| ID_AT + lock.ids_len())
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
@@ -358,6 +483,8 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     guard(std::ptr::null_mut(), "digest", || {
         md.add_bytes(lock.id());
         md.add_int(lock.token());
+        md.add_int(lock.deadline_ms().unwrap_or(stored::NO_DEADLINE));
+        md.add_bytes(lock.claimed_from().unwrap_or_default());
         md.end_sequence();
     });
 }

@@ -205,6 +205,7 @@ impl Confirm {
         let args = pylock_core::Confirm {
             lease: self.lease_id.as_bytes(),
             extend_ms: self.extend.map(wire::ttl_ms).transpose()?,
+            claim: None,
         }
         .to_args();
         Ok(command(pylock_core::Confirm::NAME, &self.key, args))

@@ -35,6 +35,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use pylock_core::queue::Delivery;
+use pylock_core::watch::Reason;
 use pylock_core::{CommandError, LeaseReply, ReplySink};
 
 use crate::api::{self, Blocked, BlockedKind, Ctx};
@@ -51,6 +52,8 @@ pub(super) enum Answer {
     Moved,
     /// No lease after all (the token space is exhausted): nil, like a timeout.
     Nil,
+    /// Another command put a value of another type at the key: `WRONGTYPE`.
+    WrongType,
 }
 
 /// A lease handed to a waiter.
@@ -99,9 +102,15 @@ impl Grant {
     }
 }
 
+/// A decided answer not yet delivered: a waiter's, or a watcher's reason.
+enum Pending {
+    Waiter(Answer),
+    Watcher(Reason),
+}
+
 thread_local! {
-    /// Waiters taken off their queue with their answer decided, not yet unblocked.
-    static PENDING: RefCell<Vec<(Blocked, Answer)>> = const { RefCell::new(Vec::new()) };
+    /// Waiters and watchers taken off their lock with their answer decided, not yet unblocked.
+    static PENDING: RefCell<Vec<(Blocked, Pending)>> = const { RefCell::new(Vec::new()) };
     /// Whether a `Job::Deliver` timer is scheduled.
     static DELIVERY_SCHEDULED: Cell<bool> = const { Cell::new(false) };
     /// Whether a module timer's job is running now.
@@ -139,10 +148,27 @@ pub(super) fn answer_later(ctx: Ctx, client: Blocked, answer: Answer) {
     if let Answer::Grant(g) = &answer {
         g.delivery.borrow_mut().join();
     }
-    if IN_TIMER.with(Cell::get) || UNBLOCK_IS_RACE_FREE.with(Cell::get) {
+    if unblock_now() {
         api::unblock::<AcquireWaiter>(client, Some(answer));
         return;
     }
+    defer(ctx, client, Pending::Waiter(answer));
+}
+
+/// Records the reason a watcher's lease ended and unblocks it, as [`answer_later`] does.
+pub(super) fn answer_watcher_later(ctx: Ctx, client: Blocked, reason: Reason) {
+    if unblock_now() {
+        api::unblock::<LeaseWatcher>(client, Some(reason));
+        return;
+    }
+    defer(ctx, client, Pending::Watcher(reason));
+}
+
+fn unblock_now() -> bool {
+    IN_TIMER.with(Cell::get) || UNBLOCK_IS_RACE_FREE.with(Cell::get)
+}
+
+fn defer(ctx: Ctx, client: Blocked, answer: Pending) {
     PENDING.with(|p| p.borrow_mut().push((client, answer)));
     if !DELIVERY_SCHEDULED.with(Cell::get) {
         DELIVERY_SCHEDULED.with(|d| d.set(true));
@@ -155,12 +181,15 @@ pub(super) fn deliver_pending() {
     DELIVERY_SCHEDULED.with(|d| d.set(false));
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (client, answer) in pending {
-        api::unblock::<AcquireWaiter>(client, Some(answer));
+        match answer {
+            Pending::Waiter(a) => api::unblock::<AcquireWaiter>(client, Some(a)),
+            Pending::Watcher(r) => api::unblock::<LeaseWatcher>(client, Some(r)),
+        }
     }
 }
 
 /// Takes back the decided answer of `client`, if it was not delivered yet.
-fn take_pending(client: Blocked) -> Option<Answer> {
+fn take_pending(client: Blocked) -> Option<Pending> {
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
         let pos = p.iter().position(|(c, _)| *c == client)?;
@@ -189,6 +218,9 @@ impl BlockedKind for AcquireWaiter {
             Some(Answer::Moved) => {
                 let _ = ctx.reply_error(CommandError::TryAgain, pylock_core::Acquire::NAME);
             }
+            Some(Answer::WrongType) => {
+                let _ = ctx.reply_error(CommandError::WrongType, pylock_core::Acquire::NAME);
+            }
             Some(Answer::Grant(g)) => {
                 g.delivery.borrow_mut().received();
                 let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
@@ -212,9 +244,9 @@ impl BlockedKind for AcquireWaiter {
     fn timed_out(mut ctx: Ctx, client: Blocked) {
         // Queued, or taken off the queue with an answer not yet delivered; a client the module
         // already unblocked never reaches this callback.
-        let was_waiting = if super::forget(client) {
+        let was_waiting = if super::forget(client).is_some() {
             true
-        } else if let Some(answer) = take_pending(client) {
+        } else if let Some(Pending::Waiter(answer)) = take_pending(client) {
             // Its answer was decided but not delivered: it gets nil instead.
             if matches!(answer, Answer::Grant(_)) {
                 stats::ACQUIRED.decr();
@@ -235,9 +267,9 @@ impl BlockedKind for AcquireWaiter {
 
     /// The client went away while waiting (or `CLIENT UNBLOCK … ERROR`): leave the queue.
     fn disconnected(ctx: Ctx, client: Blocked) {
-        if super::forget(client) {
+        if super::forget(client).is_some() {
             api::unblock::<AcquireWaiter>(client, None);
-        } else if let Some(answer) = take_pending(client) {
+        } else if let Some(Pending::Waiter(answer)) = take_pending(client) {
             // Decided but not delivered: take the grant back.
             cancel(ctx, answer);
             api::unblock::<AcquireWaiter>(client, None);
@@ -251,6 +283,49 @@ impl BlockedKind for AcquireWaiter {
                 ctx.start_timer(0, g.revocation());
             }
         }
+    }
+}
+
+/// The blocked `PYLOCK.WATCH`: answered with the reason its lease ended, or nil when its
+/// TIMEOUT passes or `CLIENT UNBLOCK` ends it.
+pub(super) struct LeaseWatcher;
+
+impl BlockedKind for LeaseWatcher {
+    type Answer = Reason;
+
+    fn reply(mut ctx: Ctx, answer: Option<&mut Reason>) {
+        match answer {
+            Some(reason) => ctx.bulk(reason.as_str().as_bytes()),
+            None => ctx.nil(),
+        }
+    }
+
+    /// `CLIENT UNBLOCK` without ERROR: nil, and stop watching.
+    fn timed_out(mut ctx: Ctx, client: Blocked) {
+        // Watching, or with a reason decided but not delivered (it gets nil instead).
+        let was_watching =
+            super::forget(client).is_some() || matches!(take_pending(client), Some(Pending::Watcher(_)));
+        if was_watching {
+            ctx.nil();
+            api::unblock::<LeaseWatcher>(client, None);
+        }
+    }
+
+    /// The client went away while watching (or `CLIENT UNBLOCK … ERROR`): stop watching.
+    fn disconnected(_ctx: Ctx, client: Blocked) {
+        if super::forget(client).is_some() || matches!(take_pending(client), Some(Pending::Watcher(_))) {
+            api::unblock::<LeaseWatcher>(client, None);
+        }
+    }
+
+    fn freed(_ctx: Ctx, _answer: Reason) {}
+}
+
+/// Answers every waiter of `id` with `WRONGTYPE`: another command put a value of another type
+/// at the key, so none of them can get this lock.
+pub(super) fn wrong_type_all(ctx: Ctx, id: &LockId) {
+    for client in super::take_all(id) {
+        answer_later(ctx, client, Answer::WrongType);
     }
 }
 

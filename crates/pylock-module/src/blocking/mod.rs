@@ -1,4 +1,5 @@
-//! Fair blocking acquire: per-lock FIFO queues of blocked clients, and the hand-off.
+//! Clients blocked on a lock: fair blocking acquire (per-lock FIFO queues of waiters, and the
+//! hand-off) and PYLOCK.WATCH (watchers of one lease, answered with the reason it ended).
 //!
 //! A contended `PYLOCK.ACQUIRE … BLOCK ms` blocks its client and joins the queue of its lock,
 //! keyed by database and key. Whenever the lock is found free while the queue is non-empty,
@@ -15,7 +16,20 @@
 //! - any ACQUIRE of the key (it serves the queue before judging its own request).
 //!
 //! A waiter leaves the queue when it times out (nil reply), disconnects, or is unblocked with
-//! `CLIENT UNBLOCK`. How answers reach the clients, and why grants that never reached theirs
+//! `CLIENT UNBLOCK`.
+//!
+//! **Watchers** wait on one lease (its id and token) of a lock. Whatever may have ended the
+//! lease calls [`settle`] with what the key holds now and, when known, how (`Reason`); every
+//! watcher whose lease no longer holds the lock is answered, and the decision itself is pure
+//! (`pylock_core::watch::ended`). What reports an end:
+//!
+//! - the commands that end a lease, through [`lease_ended`]: RELEASE (`released`), CLAIM
+//!   (`claimed`), an ACQUIRE that finds a lease past its deadline (`expired`);
+//! - the lease's deadline: watchers share the lock's wake-up at the holder's deadline;
+//! - keyspace events, which leave a hint on the lock (`deleted`, or for Redis's own expiry
+//!   `expired` or `deleted` by the lease's deadline) and look after it from a timer, which
+//!   also tells `moved` (the slot left this node) apart;
+//! - the flush and swap events (`flushed`), and a role change to replica (`demoted`). How answers reach the clients, and why grants that never reached theirs
 //! are taken back, is in [`delivery`]. The queue rules themselves (FIFO, same-LEASE retries,
 //! receipt, timeouts) are pure, in `pylock_core::queue`.
 //!
@@ -38,9 +52,10 @@ use std::ffi::c_int;
 
 use pylock_core::lease::{self, Outcome};
 use pylock_core::queue::{DeadlineId, Deadlines, WaitQueue, Waiter};
-use pylock_core::Acquire;
+use pylock_core::watch::{self, Reason, Watched};
+use pylock_core::{Acquire, LeaseState};
 
-use crate::api::{Arg, Blocked, Ctx, Replied, Timer, Write};
+use crate::api::{Arg, Blocked, Ctx, Mode, Replied, Timer, Write};
 use crate::effects;
 use crate::stats;
 use crate::storage::{LockKey, TokenSource};
@@ -48,7 +63,7 @@ use crate::storage::{LockKey, TokenSource};
 use delivery::{Answer, Grant};
 use timers::Job;
 
-pub(crate) use events::subscribe;
+pub(crate) use events::{server_event, subscribe};
 
 /// A lock's identity: database number and key bytes.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -57,27 +72,74 @@ struct LockId {
     key: Box<[u8]>,
 }
 
-/// The waiters of one lock, and when they are next looked after (the holder's deadline, or
-/// at once after an event), as a place among the wake-ups with its Unix ms.
+/// The waiters and watchers of one lock, and when they are next looked after (the holder's
+/// deadline, or at once after an event), as a place among the wake-ups with its Unix ms.
 #[derive(Default)]
 struct LockQueue {
     queue: WaitQueue<Blocked>,
+    watchers: Vec<Watcher>,
+    /// How the lease was seen to end by an event, until the watchers are settled.
+    hint: Option<Hint>,
     serve_at: Option<(DeadlineId, i64)>,
+}
+
+impl LockQueue {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.watchers.is_empty()
+    }
+}
+
+/// A client in PYLOCK.WATCH, and the lease it watches.
+struct Watcher {
+    client: Blocked,
+    lease: Box<[u8]>,
+    token: i64,
+    deadline_ms: Option<i64>,
+}
+
+impl Watcher {
+    fn watched(&self) -> Watched<'_> {
+        Watched {
+            id: &self.lease,
+            token: self.token,
+            deadline_ms: self.deadline_ms,
+        }
+    }
+}
+
+/// What an event said about the end of a lock's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hint {
+    /// Redis expired the key at this time: `expired` if the watched lease's deadline had come,
+    /// else `deleted` (the key's TTL had been set earlier).
+    KeyExpired(i64),
+    /// The reason itself.
+    Reason(Reason),
+}
+
+impl Hint {
+    fn reason(self, w: &Watched<'_>) -> Reason {
+        match self {
+            Hint::KeyExpired(at) => w.key_expired(at),
+            Hint::Reason(r) => r,
+        }
+    }
 }
 
 /// What the wake-up timer does for one entry that has come due.
 #[derive(Debug, Clone)]
 enum Wake {
-    /// A waiter's BLOCK time ran out.
+    /// A waiter's BLOCK time, or a watcher's TIMEOUT, ran out.
     Timeout(Blocked),
     /// A lock with waiters may be free: its holder's deadline, or an event.
     Serve(LockId),
 }
 
-/// A blocked client: the lock it waits for, and its place among the BLOCK timeouts.
+/// A blocked client: the lock it waits for or watches, and its place among the timeouts.
 struct Client {
     lock: LockId,
     timeout: Option<DeadlineId>,
+    watching: bool,
 }
 
 #[derive(Default)]
@@ -106,7 +168,7 @@ impl Registry {
         let Some(by_key) = self.queues.get_mut(&id.db) else {
             return;
         };
-        if !by_key.get(&id.key).is_some_and(|q| q.queue.is_empty()) {
+        if !by_key.get(&id.key).is_some_and(LockQueue::is_empty) {
             return;
         }
         let serve_at = by_key.remove(&id.key).and_then(|q| q.serve_at);
@@ -118,14 +180,43 @@ impl Registry {
         }
     }
 
-    /// Forgets `client`'s registration (its queue place is removed by the caller).
-    fn unregister(&mut self, client: Blocked) -> Option<LockId> {
+    /// Forgets `client`'s registration (its queue place or watch is removed by the caller).
+    fn unregister(&mut self, client: Blocked) -> Option<(LockId, bool)> {
         let c = self.clients.remove(&client)?;
         if let Some(t) = c.timeout {
             self.wakes.remove(t);
         }
-        stats::WAITING.decr();
-        Some(c.lock)
+        if c.watching {
+            stats::WATCHING.decr();
+        } else {
+            stats::WAITING.decr();
+        }
+        Some((c.lock, c.watching))
+    }
+
+    /// Registers `client` on `id` with an optional timeout at `deadline`, and returns the
+    /// lock's entry.
+    fn register(
+        &mut self,
+        client: Blocked,
+        id: &LockId,
+        deadline: Option<i64>,
+        watching: bool,
+    ) -> Option<&mut LockQueue> {
+        let timeout = deadline.map(|at| self.wakes.insert(at, Wake::Timeout(client)));
+        self.clients.insert(
+            client,
+            Client {
+                lock: id.clone(),
+                timeout,
+                watching,
+            },
+        );
+        let by_key = self.queues.entry(id.db).or_default();
+        if !by_key.contains_key(&id.key) {
+            by_key.insert(id.key.clone(), LockQueue::default());
+        }
+        by_key.get_mut(&id.key)
     }
 }
 
@@ -145,9 +236,23 @@ pub(crate) fn count(ctx: Ctx, key: &[u8]) -> i64 {
     })
 }
 
-/// Whether anyone waits on `key` in the context's database.
-pub(crate) fn has_waiters(ctx: Ctx, key: &[u8]) -> bool {
-    count(ctx, key) > 0
+/// Whether anyone waits on or watches `key` in the context's database.
+pub(crate) fn has_clients(ctx: Ctx, key: &[u8]) -> bool {
+    if stats::WAITING.get() == 0 && stats::WATCHING.get() == 0 {
+        return false;
+    }
+    REGISTRY.with(|r| r.borrow().queue(ctx.db(), key).is_some())
+}
+
+/// The longest wait a module timer can express: longer (and 0) means forever.
+fn timeout_at(ctx: Ctx, ms: Option<i64>) -> Option<i64> {
+    match ms {
+        Some(ms) if ms > 0 && ms <= crate::api::MAX_TIMER_MS => {
+            Some(ctx.now_ms().saturating_add(ms))
+        }
+        // 0, or a timeout too long for a timer (about 35,000 years): wait forever.
+        _ => None,
+    }
 }
 
 /// Blocks the calling client until the lock at `key` is handed to it or `req.block_ms`
@@ -166,33 +271,15 @@ pub(crate) fn block(
         db: ctx.db(),
         key: key.as_ref().into(),
     };
-    let deadline = match req.block_ms {
-        Some(ms) if ms > 0 && ms <= crate::api::MAX_TIMER_MS => {
-            Some(ctx.now_ms().saturating_add(ms))
-        }
-        // 0, or a timeout too long for a timer (about 35,000 years): wait forever.
-        _ => None,
-    };
+    let deadline = timeout_at(ctx, req.block_ms);
     REGISTRY.with(|r| {
-        let mut r = r.borrow_mut();
-        let timeout = deadline.map(|at| r.wakes.insert(at, Wake::Timeout(client)));
-        r.clients.insert(
-            client,
-            Client {
-                lock: id.clone(),
-                timeout,
-            },
-        );
-        let by_key = r.queues.entry(id.db).or_default();
-        let queue = match by_key.get_mut(&id.key) {
-            Some(q) => q,
-            None => by_key.entry(id.key.clone()).or_default(),
-        };
-        queue.queue.push(Waiter {
-            client,
-            ttl_ms: req.ttl_ms,
-            lease: req.lease.map(Into::into),
-        });
+        if let Some(q) = r.borrow_mut().register(client, &id, deadline, false) {
+            q.queue.push(Waiter {
+                client,
+                ttl_ms: req.ttl_ms,
+                lease: req.lease.map(Into::into),
+            });
+        }
     });
     stats::WAITING.incr();
     if let Some(at) = deadline {
@@ -202,6 +289,147 @@ pub(crate) fn block(
         timers::arm(ctx, &id, at);
     }
     Replied::later(&client)
+}
+
+/// Blocks the calling client until the lease `held` (live, at `key`) ends or `timeout_ms`
+/// passes (0 or `None`: forever). Answers nil at once when the client cannot block.
+pub(crate) fn watch(ctx: Ctx, key: &Arg, held: LeaseState<'_>, timeout_ms: Option<i64>) -> Replied {
+    let Some(client) = ctx.block::<delivery::LeaseWatcher>() else {
+        return ctx.reply_nil();
+    };
+    let id = LockId {
+        db: ctx.db(),
+        key: key.as_ref().into(),
+    };
+    let deadline = timeout_at(ctx, timeout_ms);
+    REGISTRY.with(|r| {
+        if let Some(q) = r.borrow_mut().register(client, &id, deadline, true) {
+            q.watchers.push(Watcher {
+                client,
+                lease: held.id.into(),
+                token: held.token,
+                deadline_ms: held.expires_at_ms,
+            });
+        }
+    });
+    stats::WATCHING.incr();
+    if let Some(at) = deadline {
+        timers::wake_by(ctx, at);
+    }
+    if let Some(at) = held.expires_at_ms {
+        timers::arm(ctx, &id, at);
+    }
+    Replied::later(&client)
+}
+
+/// A command ended the lease of the lock at `key` (`reason`: released, claimed, expired):
+/// answers the watchers whose lease no longer holds it.
+pub(crate) fn lease_ended<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>, reason: Reason) {
+    if stats::WATCHING.get() == 0 {
+        return;
+    }
+    let id = LockId {
+        db: ctx.db(),
+        key: key.as_ref().into(),
+    };
+    settle(ctx, &id, lock.state().ok().flatten(), Some(reason));
+}
+
+/// The holder of the lock at `key` renewed its lease to `deadline_ms`: its watchers learn the
+/// deadline, which tells Redis's expiry of the key at the lease's end from an earlier TTL.
+pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
+    if stats::WATCHING.get() == 0 {
+        return;
+    }
+    REGISTRY.with(|r| {
+        if let Some(q) = r.borrow_mut().queues.get_mut(&ctx.db()).and_then(|b| b.get_mut(key.as_ref())) {
+            for w in &mut q.watchers {
+                w.deadline_ms = Some(deadline_ms);
+            }
+        }
+    });
+}
+
+/// Answers every watcher of `id` whose lease does not hold the lock, now that the key holds
+/// `current`: with `reason` if given, else with what an event hinted, else with what the
+/// state tells (`pylock_core::watch::ended`). The hint is spent either way.
+fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, reason: Option<Reason>) {
+    let now = ctx.now_ms();
+    let ended: Vec<(Blocked, Reason)> = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let Some(q) = r.queue_mut(id) else {
+            return Vec::new();
+        };
+        let hint = q.hint.take();
+        if q.watchers.is_empty() {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        q.watchers.retain(|w| {
+            let watched = w.watched();
+            let given = reason.or_else(|| hint.map(|h| h.reason(&watched)));
+            match watch::ended(&watched, current, now, given) {
+                Some(why) => {
+                    ended.push((w.client, why));
+                    false
+                }
+                None => true,
+            }
+        });
+        for (client, _) in &ended {
+            r.unregister(*client);
+        }
+        r.drop_if_empty(id);
+        ended
+    });
+    for (client, why) in ended {
+        delivery::answer_watcher_later(ctx, client, why);
+    }
+}
+
+/// Leaves `hint` on the lock of `id` for its watchers, to be spent when it is next looked
+/// after. A reason already there (from an earlier event of the same turn) stands.
+fn hint(id: &LockId, hint: Hint) {
+    REGISTRY.with(|r| {
+        if let Some(q) = r.borrow_mut().queue_mut(id) {
+            if !q.watchers.is_empty() && q.hint.is_none() {
+                q.hint = Some(hint);
+            }
+        }
+    });
+}
+
+/// Answers every watcher of the locks in the databases `hit` selects with `reason`, whatever
+/// their keys hold (flushed or swapped databases, a server that became a replica).
+fn end_all_watches(ctx: Ctx, hit: impl Fn(c_int) -> bool, reason: Reason) {
+    let ended: Vec<Blocked> = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let r = &mut *r;
+        let mut ended = Vec::new();
+        let mut emptied = Vec::new();
+        for (db, by_key) in r.queues.iter_mut().filter(|(db, _)| hit(**db)) {
+            for (key, q) in by_key.iter_mut() {
+                ended.extend(q.watchers.drain(..).map(|w| w.client));
+                q.hint = None;
+                if q.is_empty() {
+                    emptied.push(LockId {
+                        db: *db,
+                        key: key.clone(),
+                    });
+                }
+            }
+        }
+        for c in &ended {
+            r.unregister(*c);
+        }
+        for id in &emptied {
+            r.drop_if_empty(id);
+        }
+        ended
+    });
+    for client in ended {
+        delivery::answer_watcher_later(ctx, client, reason);
+    }
 }
 
 /// Grants the lock at `key` (open for writing in `lock`, and free) to the longest waiter, and
@@ -225,6 +453,9 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
     let Some(handoff) = taken else {
         return;
     };
+    // Watchers of the lease that ended are answered before the lock has a new one: with the
+    // hint an event left, else by the state (past its deadline: expired).
+    settle(ctx, &id, lock.state().ok().flatten(), None);
     let head = &handoff.head;
     let req = Acquire {
         ttl_ms: head.ttl_ms,
@@ -266,18 +497,21 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
     }
 }
 
-/// Takes `client` off its queue (timed out, gone, unblocked). Returns whether it was queued.
-fn forget(client: Blocked) -> bool {
+/// Takes `client` off its queue or watch (timed out, gone, unblocked). Returns whether it
+/// was there, and whether as a watcher.
+fn forget(client: Blocked) -> Option<bool> {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        let Some(id) = r.unregister(client) else {
-            return false;
-        };
+        let (id, watching) = r.unregister(client)?;
         if let Some(q) = r.queue_mut(&id) {
-            q.queue.remove(&client);
+            if watching {
+                q.watchers.retain(|w| w.client != client);
+            } else {
+                q.queue.remove(&client);
+            }
         }
         r.drop_if_empty(&id);
-        true
+        Some(watching)
     })
 }
 

@@ -14,7 +14,9 @@ use crate::api::{self, Ctx, TimerJob, Write};
 use crate::effects;
 use crate::storage::LockKey;
 
-use super::delivery::{self, AcquireWaiter, InTimer};
+use pylock_core::watch::Reason;
+
+use super::delivery::{self, AcquireWaiter, InTimer, LeaseWatcher};
 use super::{LockId, Wake, REGISTRY};
 
 /// How often a timer retries a hand-off or a revocation while writes are paused.
@@ -35,6 +37,9 @@ pub(crate) enum Job {
     },
     /// Unblock the clients whose answers are decided (see `delivery`).
     Deliver,
+    /// A generic command moved the key's expiry past the lease's own deadline, or removed it:
+    /// put it back (see `events`).
+    RestoreExpiry(LockId),
 }
 
 impl TimerJob for Job {
@@ -52,11 +57,19 @@ impl TimerJob for Job {
                 delivery,
             } => revoke(ctx, lock, lease, token, deadline_ms, delivery),
             Job::Deliver => delivery::deliver_pending(),
+            // The primary puts the expiry back, and its stream brings the fix here.
+            Job::RestoreExpiry(_) if ctx.flags().is_replica() => {}
+            Job::RestoreExpiry(id) => restore_expiry(ctx, id),
         }
     }
 }
 
-/// Makes sure the waiters of `id` are looked after no later than `at_ms`.
+/// Has the expiry of the lock `id` put back to its lease's deadline, from a timer.
+pub(super) fn restore_expiry_soon(ctx: Ctx, id: LockId) {
+    ctx.start_timer(0, Job::RestoreExpiry(id));
+}
+
+/// Makes sure the waiters and watchers of `id` are looked after no later than `at_ms`.
 pub(super) fn arm(ctx: Ctx, id: &LockId, at_ms: i64) {
     let placed = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
@@ -103,10 +116,13 @@ fn wake(ctx: Ctx) {
     for entry in due {
         match entry {
             Wake::Timeout(client) => {
-                // Its wake-up entry is gone already; `forget` takes it off its queue.
-                if super::forget(client) {
+                // Its wake-up entry is gone already; `forget` takes it off its queue or watch.
+                match super::forget(client) {
                     // The reply callback answers nil and counts the call as contended.
-                    api::unblock::<AcquireWaiter>(client, None);
+                    Some(false) => api::unblock::<AcquireWaiter>(client, None),
+                    // The lease still holds after TIMEOUT: nil.
+                    Some(true) => api::unblock::<LeaseWatcher>(client, None),
+                    None => {}
                 }
             }
             Wake::Serve(id) => {
@@ -127,7 +143,8 @@ fn wake(ctx: Ctx) {
     }
 }
 
-/// Opens the lock of `id` and hands it over if it is free; otherwise waits for its deadline.
+/// Opens the lock of `id`: answers the watchers whose lease has ended, and hands the lock over
+/// if it is free; otherwise waits for its deadline.
 fn serve(ctx: Ctx, id: &LockId) {
     if REGISTRY.with(|r| r.borrow_mut().queue_mut(id).is_none()) {
         return;
@@ -140,14 +157,38 @@ fn serve(ctx: Ctx, id: &LockId) {
         let now = ctx.now_ms();
         match lock.state() {
             Ok(Some(held)) if held.is_live(now) => {
+                super::settle(ctx, id, Some(held), None);
                 if let Some(at) = held.expires_at_ms {
                     arm(ctx, id, at);
                 }
             }
-            Ok(_) if ctx.serves_key(key) => super::hand_off(ctx, key, lock, now),
-            Ok(_) => delivery::redirect_all(ctx, id),
-            // Someone put another type at the key: nobody can get this lock; let waiters time out.
-            Err(_) => {}
+            Ok(state) if ctx.serves_key(key) => {
+                super::settle(ctx, id, state, None);
+                super::hand_off(ctx, key, lock, now);
+            }
+            Ok(state) => {
+                super::settle(ctx, id, state, Some(Reason::Moved));
+                delivery::redirect_all(ctx, id);
+            }
+            // Another command put a value of another type at the key: the lease is gone, and
+            // nobody can get this lock.
+            Err(_) => {
+                super::settle(ctx, id, None, Some(Reason::Deleted));
+                delivery::wrong_type_all(ctx, id);
+            }
+        }
+    });
+}
+
+/// Puts the expiry of the lock of `id` back to its lease's deadline, if it still needs it.
+fn restore_expiry(ctx: Ctx, id: LockId) {
+    if ctx.writes_paused() {
+        ctx.start_timer(PAUSE_POLL_MS, Job::RestoreExpiry(id));
+        return;
+    }
+    with_key(ctx, &id, |ctx, key, lock| {
+        if let Some(at) = lock.expiry_to_restore() {
+            effects::restore_expiry(ctx, key, lock, at);
         }
     });
 }
@@ -181,6 +222,8 @@ fn revoke(
             return;
         }
         effects::revoke(ctx, key, lock);
+        // Someone watching a lease id given in LEASE: the module took the lease back.
+        super::settle(ctx, &id, None, Some(Reason::Released));
         if ctx.serves_key(key) {
             super::hand_off(ctx, key, lock, ctx.now_ms());
         } else {

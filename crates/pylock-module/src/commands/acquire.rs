@@ -13,6 +13,7 @@
 //! `contended` for nil, now or when a BLOCK wait ends without the lock.
 
 use pylock_core::lease::{self, Outcome};
+use pylock_core::watch::Reason;
 use pylock_core::{CommandError, LeaseReply, ReplySink};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
@@ -69,7 +70,11 @@ impl Command for Acquire {
         // Waiters come first: a free lock with a queue goes to the queue's head before this
         // call is judged (the queue is normally served the moment the lock frees; this covers
         // a lock that vanished in a way no event reported). Only then is the key read again.
-        if state.is_none_or(|s| !s.is_live(now)) && blocking::has_waiters(ctx, key.as_ref()) {
+        // Watchers of a lease past its deadline are answered `expired` first.
+        if state.is_none_or(|s| !s.is_live(now)) && blocking::has_clients(ctx, key.as_ref()) {
+            if state.is_some() {
+                blocking::lease_ended(ctx, key, &lock, Reason::Expired);
+            }
             blocking::hand_off(ctx, key, &mut lock, now);
             let Ok(after) = lock.state() else {
                 return ctx.reply_error(CommandError::WrongType, Self::NAME);
@@ -102,6 +107,7 @@ impl Command for Acquire {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
                 effects::renew(ctx, key, &lock, deadline_ms, &stats::ACQUIRED);
+                blocking::renewed(ctx, key, deadline_ms);
                 ctx.reply_with(|out| {
                     LeaseReply {
                         id: held.id,

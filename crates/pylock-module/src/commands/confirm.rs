@@ -1,18 +1,27 @@
-//! `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms]`
+//! `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms] [CLAIM new-lease-id]`
 //!
 //! Held by that lease: the lease reply, after moving the deadline to now + ttl with EXTEND.
-//! Not held: `NOTHELD`. Held by another lease: `NOTOWNED`, and the lock is untouched.
+//! Not held: `NOTHELD`. Held by another lease: `NOTOWNED`, and the lock is untouched; held by
+//! a lease claimed from this one: `CLAIMED`.
 //!
-//! Replication (through `effects`): EXTEND propagates `PEXPIREAT key deadline`; a plain
-//! confirm propagates nothing. Counted: `extended` or `confirmed`; `notheld` or `notowned`.
+//! With CLAIM, the holder's lease passes to `new-lease-id` with a new fencing token, keeping its
+//! deadline (or EXTEND's); the lock is never free in between. A retry of that claim (the holder
+//! is `new-lease-id`, claimed from `lease-id`) succeeds again with the same token. Watchers of
+//! the old lease are answered `claimed`.
+//!
+//! Replication (through `effects`): EXTEND propagates `PEXPIREAT key deadline`; a claim
+//! `PYLOCK.RESTORE key new-id token PXAT deadline FROM lease-id`; a plain confirm nothing.
+//! Counted: `claimed`, else `extended` or `confirmed`; `notheld` or `notowned`.
 
 use pylock_core::lease::{self, Outcome};
+use pylock_core::watch::Reason;
 use pylock_core::{CommandError, LeaseReply};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
+use crate::blocking;
 use crate::effects;
 use crate::stats;
-use crate::storage::LockKey;
+use crate::storage::{LockKey, TokenSource};
 
 pub(super) struct Confirm;
 
@@ -21,7 +30,7 @@ impl Command for Confirm {
     const FLAGS: &'static std::ffi::CStr = c"write fast";
     const ACL: &'static std::ffi::CStr = c"write fast";
     const DOCS: Docs = Docs {
-        summary: c"Checks that lease-id holds the lock at key, and with EXTEND resets its TTL",
+        summary: c"Checks that lease-id holds the lock at key; EXTEND resets its TTL, CLAIM passes it to a new id",
         since: c"0.1.0",
         complexity: c"O(1)",
         tips: c"nondeterministic_output",
@@ -35,6 +44,12 @@ impl Command for Confirm {
                 c"ttl-ms",
                 ArgType::Integer,
                 c"set the TTL to this many milliseconds from now",
+            ),
+            ArgDoc::option(
+                c"CLAIM",
+                c"new-lease-id",
+                ArgType::String,
+                c"take the lease over under this new id, with a new fencing token",
             ),
         ],
     };
@@ -50,34 +65,55 @@ impl Command for Confirm {
         };
         // Opened for writing even without EXTEND: a write command must not make the read-path
         // lookup (which would count keyspace hits and, on a replica, hide expired keys).
-        let lock = LockKey::write(ctx, key);
+        let mut lock = LockKey::write(ctx, key);
         let state = match lock.state() {
             Ok(state) => state,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        let held = match (lease::confirm(state, &req, now), state) {
+        let (outcome, held) = match (lease::confirm(state, &req, now, &mut TokenSource), state) {
             (Ok(outcome), Some(held)) => (outcome, held),
             (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
             (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
         };
-        let (outcome, held) = held;
-        let ttl_ms = match outcome {
+        let counter = if req.claim.is_some() {
+            &stats::CLAIMED
+        } else if req.extend_ms.is_some() {
+            &stats::EXTENDED
+        } else {
+            &stats::CONFIRMED
+        };
+        let reply = match outcome {
+            Outcome::Claimed { token, deadline_ms } => {
+                // `claim` is set whenever the rules return a claim.
+                let Some(to) = req.claim else {
+                    return ctx.reply_error(CommandError::Internal, Self::NAME);
+                };
+                effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms);
+                blocking::lease_ended(ctx, key, &lock, Reason::Claimed);
+                LeaseReply {
+                    id: to,
+                    token,
+                    ttl_ms: deadline_ms.map_or(-1, |at| at.saturating_sub(now).max(0)),
+                }
+            }
             Outcome::Renewed { deadline_ms } => {
-                effects::renew(ctx, key, &lock, deadline_ms, &stats::EXTENDED);
-                deadline_ms - now
+                effects::renew(ctx, key, &lock, deadline_ms, counter);
+                blocking::renewed(ctx, key, deadline_ms);
+                LeaseReply {
+                    id: held.id,
+                    token: held.token,
+                    ttl_ms: deadline_ms - now,
+                }
             }
             _ => {
-                stats::CONFIRMED.incr();
-                held.ttl_ms(now)
+                counter.incr();
+                LeaseReply {
+                    id: held.id,
+                    token: held.token,
+                    ttl_ms: held.ttl_ms(now),
+                }
             }
         };
-        ctx.reply_with(|out| {
-            LeaseReply {
-                id: held.id,
-                token: held.token,
-                ttl_ms,
-            }
-            .write(out)
-        })
+        ctx.reply_with(|out| reply.write(out))
     }
 }

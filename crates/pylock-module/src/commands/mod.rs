@@ -14,6 +14,7 @@ mod confirm;
 mod info;
 mod release;
 mod restore;
+mod watch;
 
 /// Registers every command.
 pub(crate) fn register(ctx: Ctx) -> Result<(), String> {
@@ -21,10 +22,12 @@ pub(crate) fn register(ctx: Ctx) -> Result<(), String> {
     api::register_command::<confirm::Confirm>(ctx)?;
     api::register_command::<release::Release>(ctx)?;
     api::register_command::<info::Info>(ctx)?;
+    api::register_command::<watch::Watch>(ctx)?;
     api::register_command::<restore::Restore>(ctx)
 }
 
-/// Answers a refused CONFIRM or RELEASE (`NOTHELD` or `NOTOWNED`), counting it.
+/// Answers a refused CONFIRM or RELEASE (`NOTHELD`, `NOTOWNED` or `CLAIMED`), counting the
+/// first two.
 fn refuse(ctx: Ctx, err: CommandError, command: &str) -> Replied {
     match err {
         CommandError::NotHeld => stats::NOTHELD.incr(),

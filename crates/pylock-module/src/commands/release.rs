@@ -1,6 +1,7 @@
 //! `PYLOCK.RELEASE key lease-id`
 //!
-//! Held by that lease: delete the lock, answer 1, and hand the lock to the longest waiter.
+//! Held by that lease: delete the lock, answer 1, answer its watchers `released`, and hand the
+//! lock to the longest waiter.
 //! Not held: `NOTHELD`. Held by another lease: `NOTOWNED`, and the other holder's lock is
 //! untouched.
 //!
@@ -8,6 +9,7 @@
 //! then propagates its grant like any other. Counted: `released`; `notheld` or `notowned`.
 
 use pylock_core::lease;
+use pylock_core::watch::Reason;
 use pylock_core::{CommandError, ReplySink};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
@@ -52,8 +54,10 @@ impl Command for Release {
             return super::refuse(ctx, e, Self::NAME);
         }
         effects::release(ctx, key, &mut lock);
-        // The longest waiter gets the lock before any other command can run.
-        if blocking::has_waiters(ctx, key.as_ref()) {
+        // Its watchers learn of it, and the longest waiter gets the lock, before any other
+        // command can run.
+        if blocking::has_clients(ctx, key.as_ref()) {
+            blocking::lease_ended(ctx, key, &lock, Reason::Released);
             blocking::hand_off(ctx, key, &mut lock, now);
         }
         ctx.reply_with(|out| out.int(1))

@@ -1,7 +1,8 @@
-//! `PYLOCK.RESTORE key lease-id token [PXAT unix-time-ms]` (internal)
+//! `PYLOCK.RESTORE key lease-id token [PXAT unix-time-ms] [FROM claimed-from]` (internal)
 //!
-//! The effect a grant replicates, and the command an AOF rewrite emits for each lock: it stores
-//! exactly the given lease id, token and absolute deadline. Only a primary's replication stream
+//! The effect a grant or a claim replicates, and the command an AOF rewrite emits for each
+//! lock: it stores exactly the given lease id, token, absolute deadline and the id the lease
+//! was claimed from. Only a primary's replication stream
 //! and AOF loading may run it; a client gets an error, so no one can forge a lease or a token.
 //! Every token it stores raises the token high-water mark, which is what keeps tokens
 //! increasing on a promoted replica and after an AOF restart.
@@ -36,6 +37,12 @@ impl Command for Restore {
                 ArgType::UnixTime,
                 c"the lease's absolute deadline",
             ),
+            ArgDoc::option(
+                c"FROM",
+                c"claimed-from",
+                ArgType::String,
+                c"the lease id this lease was claimed from",
+            ),
         ],
     };
 
@@ -43,14 +50,29 @@ impl Command for Restore {
         if !ctx.flags().replicated_or_loading() {
             return ctx.reply_error(CommandError::InternalOnly, Self::NAME);
         }
-        let (key, id, token, deadline) = match args {
-            [_, key, id, token] => (key, id, token, None),
-            [_, key, id, token, pxat, at] if pxat.as_ref().eq_ignore_ascii_case(b"PXAT") => {
-                (key, id, token, Some(at))
-            }
-            [_, _, _, _, _, _] => return ctx.reply_error(CommandError::Syntax, Self::NAME),
-            _ => return ctx.reply_error(CommandError::WrongArity, Self::NAME),
+        let [_, key, id, token, options @ ..] = args else {
+            return ctx.reply_error(CommandError::WrongArity, Self::NAME);
         };
+        let mut deadline = None;
+        let mut from = None;
+        let mut rest = options;
+        while let [name, value, tail @ ..] = rest {
+            let name = name.as_ref();
+            let slot = if name.eq_ignore_ascii_case(b"PXAT") {
+                &mut deadline
+            } else if name.eq_ignore_ascii_case(b"FROM") {
+                &mut from
+            } else {
+                return ctx.reply_error(CommandError::Syntax, Self::NAME);
+            };
+            if slot.replace(value).is_some() {
+                return ctx.reply_error(CommandError::Syntax, Self::NAME);
+            }
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return ctx.reply_error(CommandError::Syntax, Self::NAME);
+        }
         let id = id.as_ref();
         // Positive and plausible (`pylock_core::token::plausible_limit`): an AOF line or a
         // stream cannot push the token sequence to its end.
@@ -67,8 +89,12 @@ impl Command for Restore {
         if id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
             return ctx.reply_error(CommandError::InvalidLeaseId, Self::NAME);
         }
+        let from = from.map(|f| f.as_ref());
+        if from.is_some_and(|f| f.is_empty() || f.len() > MAX_LEASE_ID_LEN || f == id) {
+            return ctx.reply_error(CommandError::InvalidLeaseId, Self::NAME);
+        }
         let mut lock = LockKey::write(ctx, key);
-        effects::restore(ctx, key, &mut lock, id, token, deadline);
+        effects::restore(ctx, key, &mut lock, id, token, deadline, from);
         ctx.reply_ok()
     }
 }
