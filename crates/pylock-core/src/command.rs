@@ -402,8 +402,14 @@ mod tests {
             (vec!["", "EXTEND", "x"], Err(InvalidLeaseId)),
             // CLAIM, in any order with EXTEND, each once.
             (vec!["l", "CLAIM", "m"], Ok(("l", None, Some("m")))),
-            (vec!["l", "claim", "m", "EXTEND", "5"], Ok(("l", Some(5), Some("m")))),
-            (vec!["l", "EXTEND", "5", "CLAIM", "m"], Ok(("l", Some(5), Some("m")))),
+            (
+                vec!["l", "claim", "m", "EXTEND", "5"],
+                Ok(("l", Some(5), Some("m"))),
+            ),
+            (
+                vec!["l", "EXTEND", "5", "CLAIM", "m"],
+                Ok(("l", Some(5), Some("m"))),
+            ),
             (vec!["l", "CLAIM"], Err(Syntax)),
             (vec!["l", "CLAIM", "m", "CLAIM", "n"], Err(Syntax)),
             (vec!["l", "CLAIM", "m", "EXTEND"], Err(Syntax)),
@@ -450,8 +456,8 @@ mod tests {
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
             let owned: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            let got = Watch::parse(&owned)
-                .map(|w| (std::str::from_utf8(w.lease).unwrap(), w.timeout_ms));
+            let got =
+                Watch::parse(&owned).map(|w| (std::str::from_utf8(w.lease).unwrap(), w.timeout_ms));
             assert_eq!(got, want, "case {i}: {args:?}");
         }
     }

@@ -316,7 +316,12 @@ mod tests {
             })
         );
         assert_eq!(
-            confirm(held(b"a", Some(NOW + 40)), &claim(b"a", Some(5), b"b"), NOW, t),
+            confirm(
+                held(b"a", Some(NOW + 40)),
+                &claim(b"a", Some(5), b"b"),
+                NOW,
+                t
+            ),
             Ok(Outcome::Claimed {
                 token: NOW * 1000 + 1,
                 deadline_ms: Some(NOW + 5)
@@ -386,7 +391,12 @@ mod tests {
         let mut spent = TokenClock::new();
         spent.observe(i64::MAX);
         assert_eq!(
-            confirm(held(b"a", Some(NOW + 40)), &claim(b"a", None, b"b"), NOW, &mut spent),
+            confirm(
+                held(b"a", Some(NOW + 40)),
+                &claim(b"a", None, b"b"),
+                NOW,
+                &mut spent
+            ),
             Err(CommandError::TokensExhausted)
         );
         // 8. WATCH of the holder: held.

@@ -69,10 +69,9 @@ impl fmt::Display for Refusal {
                 "fencing token {token} is beyond the plausible range (at most {limit} now: \
                  the clock floor plus 100 years)"
             ),
-            Refusal::BadIdLength(n) => write!(
-                f,
-                "lease id of {n} bytes is outside 1..={MAX_LEASE_ID_LEN}"
-            ),
+            Refusal::BadIdLength(n) => {
+                write!(f, "lease id of {n} bytes is outside 1..={MAX_LEASE_ID_LEN}")
+            }
             Refusal::BadDeadline(d) => write!(f, "lease deadline {d} is negative"),
             Refusal::BadClaimedFrom(n) => write!(
                 f,
@@ -273,12 +272,21 @@ mod version_1_tests {
     fn deadlines_and_claimed_from() {
         assert_eq!(check_deadline(NO_DEADLINE), Ok(None));
         assert_eq!(check_deadline(0), Ok(Some(0)));
-        assert_eq!(check_deadline(1_796_190_000_000), Ok(Some(1_796_190_000_000)));
+        assert_eq!(
+            check_deadline(1_796_190_000_000),
+            Ok(Some(1_796_190_000_000))
+        );
         assert_eq!(check_deadline(-2), Err(Refusal::BadDeadline(-2)));
-        assert_eq!(check_deadline(i64::MIN), Err(Refusal::BadDeadline(i64::MIN)));
+        assert_eq!(
+            check_deadline(i64::MIN),
+            Err(Refusal::BadDeadline(i64::MIN))
+        );
         assert_eq!(check_claimed_from(b"", b"a"), Ok(None));
         assert_eq!(check_claimed_from(b"b", b"a"), Ok(Some(b"b".as_slice())));
-        assert_eq!(check_claimed_from(b"a", b"a"), Err(Refusal::BadClaimedFrom(1)));
+        assert_eq!(
+            check_claimed_from(b"a", b"a"),
+            Err(Refusal::BadClaimedFrom(1))
+        );
         assert_eq!(
             check_claimed_from(&[b'x'; 129], b"a"),
             Err(Refusal::BadClaimedFrom(129))

@@ -159,7 +159,10 @@ mod tests {
             assert_eq!(Reason::parse(r.as_str().as_bytes()), Some(r));
         }
         assert_eq!(Reason::parse(b"RELEASED"), None);
-        assert_eq!(Reason::at_call(CommandError::Claimed), Some(Reason::Claimed));
+        assert_eq!(
+            Reason::at_call(CommandError::Claimed),
+            Some(Reason::Claimed)
+        );
         assert_eq!(Reason::at_call(CommandError::WrongType), None);
     }
 
@@ -172,21 +175,56 @@ mod tests {
         };
         let cases: Vec<(Option<LeaseState>, i64, Option<Reason>, Option<Reason>)> = vec![
             // 1. still held: never ended, whatever the hint.
-            (Some(state(b"a", 5, NOW + 100, None)), NOW, Some(Reason::Deleted), None),
+            (
+                Some(state(b"a", 5, NOW + 100, None)),
+                NOW,
+                Some(Reason::Deleted),
+                None,
+            ),
             (Some(state(b"a", 5, NOW + 100, None)), NOW, None, None),
             // 2. the hint decides when the lease is gone.
             (None, NOW, Some(Reason::Released), Some(Reason::Released)),
-            (Some(state(b"b", 6, NOW + 50, Some(b"a"))), NOW, Some(Reason::Claimed), Some(Reason::Claimed)),
+            (
+                Some(state(b"b", 6, NOW + 50, Some(b"a"))),
+                NOW,
+                Some(Reason::Claimed),
+                Some(Reason::Claimed),
+            ),
             // 3. without a hint: claimed from it, past its deadline, or deleted.
-            (Some(state(b"b", 6, NOW + 50, Some(b"a"))), NOW, None, Some(Reason::Claimed)),
-            (Some(state(b"a", 5, NOW, None)), NOW, None, Some(Reason::Expired)),
+            (
+                Some(state(b"b", 6, NOW + 50, Some(b"a"))),
+                NOW,
+                None,
+                Some(Reason::Claimed),
+            ),
+            (
+                Some(state(b"a", 5, NOW, None)),
+                NOW,
+                None,
+                Some(Reason::Expired),
+            ),
             (None, NOW, None, Some(Reason::Deleted)),
             (None, NOW + 100, None, Some(Reason::Expired)),
             // 4. the same id granted again (a new token): the watched lease ended.
-            (Some(state(b"a", 9, NOW + 100, None)), NOW, None, Some(Reason::Deleted)),
-            (Some(state(b"a", 9, NOW + 100, None)), NOW + 100, None, Some(Reason::Expired)),
+            (
+                Some(state(b"a", 9, NOW + 100, None)),
+                NOW,
+                None,
+                Some(Reason::Deleted),
+            ),
+            (
+                Some(state(b"a", 9, NOW + 100, None)),
+                NOW + 100,
+                None,
+                Some(Reason::Expired),
+            ),
             // 5. another lease that was not claimed from it.
-            (Some(state(b"c", 7, NOW + 100, Some(b"z"))), NOW, None, Some(Reason::Deleted)),
+            (
+                Some(state(b"c", 7, NOW + 100, Some(b"z"))),
+                NOW,
+                None,
+                Some(Reason::Deleted),
+            ),
         ];
         for (i, (current, now, hint, want)) in cases.into_iter().enumerate() {
             assert_eq!(ended(&w, current, now, hint), want, "case {i}");

@@ -103,6 +103,9 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_Call,
         RedisModule_FreeCallReply,
         RedisModule_NotifyKeyspaceEvent,
+        RedisModule_GetKeyNameFromOptCtx,
+        RedisModule_GetDbIdFromOptCtx,
+        RedisModule_GetDetachedThreadSafeContext,
     );
     None
 }
@@ -440,15 +443,9 @@ impl Ctx {
                     c"PXAT".as_ptr(),
                     at as c_longlong,
                 ),
-                (None, None) => rm!(RedisModule_Replicate)(
-                    self.0,
-                    cmd,
-                    c"sbl".as_ptr(),
-                    key.0,
-                    buf,
-                    len,
-                    token,
-                ),
+                (None, None) => {
+                    rm!(RedisModule_Replicate)(self.0, cmd, c"sbl".as_ptr(), key.0, buf, len, token)
+                }
                 (Some(at), Some(from)) => rm!(RedisModule_Replicate)(
                     self.0,
                     cmd,
@@ -1001,6 +998,10 @@ pub(crate) fn register_command<C: Command>(ctx: Ctx) -> Result<(), String> {
 /// Module-wide options and the INFO callback, set once in `init`.
 pub(crate) fn configure(ctx: Ctx) {
     let ctx = ctx.0;
+    // A context of the module's own for callbacks Redis gives none (a data type's `unlink2`):
+    // timers are created in it. It lives as long as the module.
+    let detached = unsafe { rm!(RedisModule_GetDetachedThreadSafeContext)(ctx) };
+    MODULE_CTX.store(detached, std::sync::atomic::Ordering::Relaxed);
     unsafe {
         // Signal WATCH only for keys we change, not for every key opened for writing; and let
         // the RDB loader report a short or corrupt payload (`RESTORE`, `MIGRATE`, a damaged
@@ -1227,7 +1228,9 @@ unsafe extern "C" fn keyspace_trampoline<H: KeyspaceHandler>(
     } else {
         unsafe { CStr::from_ptr(event) }.to_bytes()
     };
-    guard(ctx, "keyspace event", || H::event(Ctx(ctx), name, &Arg(key)));
+    guard(ctx, "keyspace event", || {
+        H::event(Ctx(ctx), name, &Arg(key))
+    });
     OK
 }
 
@@ -1339,6 +1342,46 @@ pub(crate) fn subscribe_server_events<H: ServerEventHandler>(
 /// `ctx` must be the context Redis passed to the module's `OnLoad`.
 pub(crate) unsafe fn init_ctx(ctx: *mut raw::RedisModuleCtx) -> Ctx {
     Ctx(ctx)
+}
+
+static MODULE_CTX: std::sync::atomic::AtomicPtr<raw::RedisModuleCtx> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// The module's own detached context (made at load), for work started from a callback that
+/// has no context: creating and stopping timers, the clock. It has no client, so it must not
+/// be used to reply, open keys or replicate.
+pub(crate) fn module_ctx() -> Option<Ctx> {
+    let ptr = MODULE_CTX.load(std::sync::atomic::Ordering::Relaxed);
+    (!ptr.is_null()).then_some(Ctx(ptr))
+}
+
+/// The key a data type callback is about (`unlink2`): its name and database.
+pub(crate) struct KeyOpt(*mut raw::RedisModuleKeyOptCtx);
+
+impl KeyOpt {
+    /// # Safety
+    ///
+    /// `ctx` must be the handle Redis passed to the running data type callback.
+    pub(crate) unsafe fn from_raw(ctx: *mut raw::RedisModuleKeyOptCtx) -> Self {
+        Self(ctx)
+    }
+
+    /// The key's name, `None` if Redis gave none.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let name = unsafe { rm!(RedisModule_GetKeyNameFromOptCtx)(self.0) };
+        if name.is_null() {
+            return None;
+        }
+        let mut len = 0;
+        let ptr = unsafe { rm!(RedisModule_StringPtrLen)(name, &mut len) };
+        // SAFETY: Redis keeps the key's string alive for the callback.
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    }
+
+    /// The key's database.
+    pub(crate) fn db(&self) -> c_int {
+        unsafe { rm!(RedisModule_GetDbIdFromOptCtx)(self.0) }
+    }
 }
 
 // ---- data-type I/O --------------------------------------------------------------------------

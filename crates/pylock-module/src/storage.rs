@@ -17,7 +17,7 @@ use pylock_core::{stored, LeaseState, TokenClock};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::api::{guard, now_ms, Arg, Content, Ctx, Digest, Io, Key, Mode, Read, Write};
+use crate::api::{guard, now_ms, Arg, Content, Ctx, Digest, Io, Key, KeyOpt, Mode, Read, Write};
 
 /// The stored value of a held lock: one allocation holding the fencing token, the lease's own
 /// deadline, the lengths of the id and of the claimed-from id, and the two ids
@@ -64,7 +64,9 @@ impl Lock {
                 .cast::<i64>()
                 .write(deadline_ms.unwrap_or(NO_DEADLINE));
             base.add(ID_LEN_AT).cast::<u32>().write_unaligned(id_len);
-            base.add(FROM_LEN_AT).cast::<u32>().write_unaligned(from_len);
+            base.add(FROM_LEN_AT)
+                .cast::<u32>()
+                .write_unaligned(from_len);
             std::ptr::copy_nonoverlapping(id.as_ptr(), base.add(ID_AT), id.len());
             std::ptr::copy_nonoverlapping(from.as_ptr(), base.add(ID_AT + id.len()), from.len());
             Some(Self(ptr))
@@ -171,10 +173,7 @@ impl<'a> LockRef<'a> {
         let len = self.len_at(FROM_LEN_AT);
         // SAFETY: `Lock::new` wrote that many bytes right after the id.
         let from = unsafe {
-            std::slice::from_raw_parts(
-                self.ptr.as_ptr().add(ID_AT + self.len_at(ID_LEN_AT)),
-                len,
-            )
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(ID_AT + self.len_at(ID_LEN_AT)), len)
         };
         (len > 0).then_some(from)
     }
@@ -208,7 +207,7 @@ pub(crate) static LOCK_TYPE: RedisType = RedisType::new(
         defrag: None,
         mem_usage2: None,
         free_effort2: None,
-        unlink2: None,
+        unlink2: Some(unlink2),
         copy2: None,
     },
 );
@@ -345,6 +344,7 @@ impl LockKey<Write> {
         let Some(lock) = Lock::new(token, deadline_ms, id, claimed_from) else {
             return;
         };
+        let _own = OwnWrite::enter();
         if let Err(value) = self.0.set_value(lock_type(), lock.into_raw()) {
             // Redis did not take ownership; reclaim the value rather than leak it.
             // SAFETY: made by `into_raw` just above and not handed to Redis.
@@ -372,6 +372,7 @@ impl LockKey<Write> {
 
     /// Deletes the key.
     pub(crate) fn delete(&mut self) {
+        let _own = OwnWrite::enter();
         self.0.delete();
     }
 }
@@ -486,6 +487,52 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         md.add_int(lock.deadline_ms().unwrap_or(stored::NO_DEADLINE));
         md.add_bytes(lock.claimed_from().unwrap_or_default());
         md.end_sequence();
+    });
+}
+
+thread_local! {
+    /// Whether the module itself is replacing or deleting a lock now (its `unlink2` is then
+    /// about a change the module already handles).
+    static OWN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Who hears of a lock removed or replaced by anything but the module.
+    static UNLINK_HOOK: std::cell::Cell<Option<fn(c_int, &[u8])>> = const { std::cell::Cell::new(None) };
+}
+
+struct OwnWrite(bool);
+
+impl OwnWrite {
+    fn enter() -> Self {
+        Self(OWN_WRITE.with(|w| w.replace(true)))
+    }
+}
+
+impl Drop for OwnWrite {
+    fn drop(&mut self) {
+        OWN_WRITE.with(|w| w.set(self.0));
+    }
+}
+
+/// Sets who hears, with the database and key, of every lock that a command other than the
+/// module's own removes or replaces: DEL, UNLINK, RENAME, MOVE, expiry, eviction, and any
+/// command that writes another value over it (SET, RESTORE REPLACE, a STORE of a set, ...),
+/// which the keyspace events do not all report in the classes the module listens to.
+pub(crate) fn on_foreign_unlink(hook: fn(c_int, &[u8])) {
+    UNLINK_HOOK.with(|h| h.set(Some(hook)));
+}
+
+/// Redis is about to remove a lock from its database, or write another value over it.
+unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+    if OWN_WRITE.with(std::cell::Cell::get) {
+        return;
+    }
+    let Some(hook) = UNLINK_HOOK.with(std::cell::Cell::get) else {
+        return;
+    };
+    let key = KeyOpt::from_raw(ctx);
+    guard(std::ptr::null_mut(), "unlink", || {
+        if let Some(name) = key.key() {
+            hook(key.db(), name);
+        }
     });
 }
 

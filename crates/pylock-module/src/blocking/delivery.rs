@@ -303,8 +303,8 @@ impl BlockedKind for LeaseWatcher {
     /// `CLIENT UNBLOCK` without ERROR: nil, and stop watching.
     fn timed_out(mut ctx: Ctx, client: Blocked) {
         // Watching, or with a reason decided but not delivered (it gets nil instead).
-        let was_watching =
-            super::forget(client).is_some() || matches!(take_pending(client), Some(Pending::Watcher(_)));
+        let was_watching = super::forget(client).is_some()
+            || matches!(take_pending(client), Some(Pending::Watcher(_)));
         if was_watching {
             ctx.nil();
             api::unblock::<LeaseWatcher>(client, None);
@@ -313,7 +313,9 @@ impl BlockedKind for LeaseWatcher {
 
     /// The client went away while watching (or `CLIENT UNBLOCK … ERROR`): stop watching.
     fn disconnected(_ctx: Ctx, client: Blocked) {
-        if super::forget(client).is_some() || matches!(take_pending(client), Some(Pending::Watcher(_))) {
+        if super::forget(client).is_some()
+            || matches!(take_pending(client), Some(Pending::Watcher(_)))
+        {
             api::unblock::<LeaseWatcher>(client, None);
         }
     }

@@ -135,5 +135,27 @@ pub(crate) fn server_event(ctx: Ctx, event: ServerEvent) {
 /// [`server_event`] through the module's one server-event handler (`lib`).
 pub(crate) fn subscribe(ctx: Ctx) -> Result<(), String> {
     delivery::configure(ctx);
+    crate::storage::on_foreign_unlink(key_unlinked);
     api::subscribe_keyspace::<KeyspaceWatch>(ctx)
+}
+
+/// A command other than the module's removed or replaced the lock at `key` of `db` (see
+/// `storage::on_foreign_unlink`): its watchers are told `deleted` (Redis's expiry then corrects
+/// it to `expired` by its own event), and its waiters are served, from a timer.
+fn key_unlinked(db: c_int, key: &[u8]) {
+    if stats::WAITING.get() == 0 && stats::WATCHING.get() == 0 {
+        return;
+    }
+    if !REGISTRY.with(|r| r.borrow().queue(db, key).is_some()) {
+        return;
+    }
+    let Some(ctx) = api::module_ctx() else {
+        return;
+    };
+    let id = LockId {
+        db,
+        key: key.into(),
+    };
+    super::hint(&id, Hint::Reason(Reason::Deleted));
+    timers::arm(ctx, &id, i64::MIN);
 }

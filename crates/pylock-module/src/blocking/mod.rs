@@ -342,7 +342,12 @@ pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
         return;
     }
     REGISTRY.with(|r| {
-        if let Some(q) = r.borrow_mut().queues.get_mut(&ctx.db()).and_then(|b| b.get_mut(key.as_ref())) {
+        if let Some(q) = r
+            .borrow_mut()
+            .queues
+            .get_mut(&ctx.db())
+            .and_then(|b| b.get_mut(key.as_ref()))
+        {
             for w in &mut q.watchers {
                 w.deadline_ms = Some(deadline_ms);
             }
@@ -388,11 +393,14 @@ fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, reason: Option
 }
 
 /// Leaves `hint` on the lock of `id` for its watchers, to be spent when it is next looked
-/// after. A reason already there (from an earlier event of the same turn) stands.
+/// after. A hint already there (from an earlier event of the same turn) stands, except that
+/// Redis's own expiry, which reports itself after the removal, says better why it went.
 fn hint(id: &LockId, hint: Hint) {
     REGISTRY.with(|r| {
         if let Some(q) = r.borrow_mut().queue_mut(id) {
-            if !q.watchers.is_empty() && q.hint.is_none() {
+            let expiry_corrects = matches!(hint, Hint::KeyExpired(_))
+                && q.hint == Some(Hint::Reason(Reason::Deleted));
+            if !q.watchers.is_empty() && (q.hint.is_none() || expiry_corrects) {
                 q.hint = Some(hint);
             }
         }
