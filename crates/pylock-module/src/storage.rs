@@ -495,8 +495,11 @@ thread_local! {
     /// about a change the module already handles).
     static OWN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Who hears of a lock removed or replaced by anything but the module.
-    static UNLINK_HOOK: std::cell::Cell<Option<fn(c_int, &[u8])>> = const { std::cell::Cell::new(None) };
+    static UNLINK_HOOK: std::cell::Cell<Option<UnlinkHook>> = const { std::cell::Cell::new(None) };
 }
+
+/// Told the database and key of a lock removed or replaced by a command not the module's.
+type UnlinkHook = fn(c_int, &[u8]);
 
 struct OwnWrite(bool);
 
@@ -516,7 +519,7 @@ impl Drop for OwnWrite {
 /// module's own removes or replaces: DEL, UNLINK, RENAME, MOVE, expiry, eviction, and any
 /// command that writes another value over it (SET, RESTORE REPLACE, a STORE of a set, ...),
 /// which the keyspace events do not all report in the classes the module listens to.
-pub(crate) fn on_foreign_unlink(hook: fn(c_int, &[u8])) {
+pub(crate) fn on_foreign_unlink(hook: UnlinkHook) {
     UNLINK_HOOK.with(|h| h.set(Some(hook)));
 }
 

@@ -29,9 +29,13 @@
 //! - keyspace events, which leave a hint on the lock (`deleted`, or for Redis's own expiry
 //!   `expired` or `deleted` by the lease's deadline) and look after it from a timer, which
 //!   also tells `moved` (the slot left this node) apart;
-//! - the flush and swap events (`flushed`), and a role change to replica (`demoted`). How answers reach the clients, and why grants that never reached theirs
-//! are taken back, is in [`delivery`]. The queue rules themselves (FIFO, same-LEASE retries,
-//! receipt, timeouts) are pure, in `pylock_core::queue`.
+//! - a lock that any other command removes or overwrites (the data type's unlink callback,
+//!   `storage::on_foreign_unlink`): `deleted`;
+//! - the flush and swap events (`flushed`), and a role change to replica (`demoted`).
+//!
+//! How answers reach the clients, and why grants that never reached theirs are taken back, is
+//! in [`delivery`]. The queue rules themselves (FIFO, same-LEASE retries, receipt, timeouts)
+//! are pure, in `pylock_core::queue`.
 //!
 //! | file | concern |
 //! | --- | --- |
