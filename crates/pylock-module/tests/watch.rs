@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use testkit::redis::{self, Value};
 use testkit::{error_text, query, server_tests, wait_until, Lease, Server};
 
+/// A command that ends a lease, run on its own connection.
+type Ending = Box<dyn FnOnce(&mut redis::Connection)>;
+
 /// The reply of a WATCH run on its own connection, and how long after `trigger` it came.
 type Answer = (Result<Value, String>, Instant);
 
@@ -162,7 +165,7 @@ server_tests! {
     fn generic_commands_answer_deleted(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut redis::Connection)>)> = vec![
+        let cases: Vec<(&str, Ending)> = vec![
             ("del", Box::new(|c| { redis::cmd("DEL").arg("del").query::<()>(c).unwrap() })),
             ("unlink", Box::new(|c| { redis::cmd("UNLINK").arg("unlink").query::<()>(c).unwrap() })),
             ("rename", Box::new(|c| { redis::cmd("RENAME").arg("rename").arg("elsewhere").query::<()>(c).unwrap() })),
