@@ -173,7 +173,9 @@ mod tests {
             token: 5,
             deadline_ms: Some(NOW + 100),
         };
-        let cases: Vec<(Option<LeaseState>, i64, Option<Reason>, Option<Reason>)> = vec![
+        // (what the key holds, now, hint, answer)
+        type Case<'a> = (Option<LeaseState<'a>>, i64, Option<Reason>, Option<Reason>);
+        let cases: Vec<Case> = vec![
             // 1. still held: never ended, whatever the hint.
             (
                 Some(state(b"a", 5, NOW + 100, None)),
