@@ -295,12 +295,24 @@ impl<M: Mode> LockKey<M> {
     ///
     /// [`WrongType`] if the key holds any other type.
     pub(crate) fn state(&self) -> Result<Option<LeaseState<'_>>, WrongType> {
-        Ok(self.lock()?.map(|lock| LeaseState {
-            id: lock.id(),
-            token: lock.token(),
-            expires_at_ms: earliest(lock.deadline_ms(), self.expires_at_ms()),
-            claimed_from: lock.claimed_from(),
-        }))
+        Ok(self
+            .lock()?
+            .map(|lock| {
+                // A lease from encoding 0 had only the key's expiry; the first look at it makes
+                // that its own deadline, so that a later PERSIST or EXPIRE cannot extend it.
+                if lock.deadline_ms().is_none() {
+                    if let Some(at) = self.expires_at_ms() {
+                        lock.write_deadline(Some(at));
+                    }
+                }
+                lock
+            })
+            .map(|lock| LeaseState {
+                id: lock.id(),
+                token: lock.token(),
+                expires_at_ms: earliest(lock.deadline_ms(), self.expires_at_ms()),
+                claimed_from: lock.claimed_from(),
+            }))
     }
 
     /// The lease's own deadline, when the key's expiry is later or absent (a generic command

@@ -29,11 +29,11 @@ impl KeyspaceHandler for KeyspaceWatch {
         match event {
             // These change the key's expiry and leave the value.
             b"expire" | b"persist" => {
-                expiry_moved(ctx, key);
+                expiry_moved(ctx, key, false);
                 return;
             }
             // A RESTORE brings a lock with the payload's TTL (0: none).
-            b"restore" => expiry_moved(ctx, key),
+            b"restore" => expiry_moved(ctx, key, true),
             _ => {}
         }
         // The common case costs two loads: nobody waits or watches anywhere.
@@ -66,10 +66,16 @@ impl KeyspaceHandler for KeyspaceWatch {
 /// (whose writes come from its primary's stream: a notification's context does not say which
 /// client ran the command) or while an AOF loads, it is a renewal, and the lease takes it as
 /// its deadline; the primary's own fix follows a client's command in the same stream.
-fn expiry_moved(ctx: Ctx, key: &Arg) {
+fn expiry_moved(ctx: Ctx, key: &Arg, restored: bool) {
     // Opened in write mode only because that lookup leaves the keyspace hit and miss counts
     // alone: this runs for every key whose expiry moves, and nothing here changes the keyspace.
     let lock = LockKey::write(ctx, key);
+    if restored {
+        // A lock of encoding 0 restored with a TTL takes it as its lease's deadline here
+        // (`LockKey::state` does that). After EXPIRE or PERSIST the expiry is no longer the
+        // lease's, so it must not be taken.
+        let _ = lock.state();
+    }
     let flags = ctx.flags();
     if flags.is_replica() || flags.loading() {
         lock.adopt_key_expiry();
