@@ -106,6 +106,9 @@ pub(crate) fn missing_required() -> Option<&'static str> {
         RedisModule_GetKeyNameFromOptCtx,
         RedisModule_GetDbIdFromOptCtx,
         RedisModule_GetDetachedThreadSafeContext,
+        RedisModule_Scan,
+        RedisModule_ScanCursorCreate,
+        RedisModule_ScanCursorDestroy,
     );
     None
 }
@@ -298,6 +301,58 @@ impl Ctx {
     /// Selects database `db` (timer contexts start in database 0).
     pub(crate) fn select_db(self, db: c_int) {
         unsafe { rm!(RedisModule_SelectDb)(self.0, db) };
+    }
+
+    /// Selects database `db`; false when it does not exist.
+    pub(crate) fn try_select_db(self, db: c_int) -> bool {
+        unsafe { rm!(RedisModule_SelectDb)(self.0, db) == OK }
+    }
+
+    /// Calls `f` with the value and absolute expiry (Unix ms, `None` for none) of every key of
+    /// type `ty` in the selected database. Redis's SCAN guarantees apply: a key present for the
+    /// whole scan is seen at least once. Only for a moment with no commands running (a server
+    /// event), since it walks the whole database.
+    pub(crate) fn scan_values(
+        self,
+        ty: *mut raw::RedisModuleType,
+        mut f: impl FnMut(*mut c_void, Option<i64>),
+    ) {
+        struct Scan<'f> {
+            ty: *mut raw::RedisModuleType,
+            f: &'f mut dyn FnMut(*mut c_void, Option<i64>),
+        }
+        unsafe extern "C" fn each(
+            _ctx: *mut raw::RedisModuleCtx,
+            _name: *mut raw::RedisModuleString,
+            key: *mut raw::RedisModuleKey,
+            data: *mut c_void,
+        ) {
+            // SAFETY: `data` is the `Scan` below, alive for the whole `RedisModule_Scan` call.
+            let Some(scan) = (unsafe { data.cast::<Scan>().as_mut() }) else {
+                return;
+            };
+            if key.is_null() {
+                return;
+            }
+            unsafe {
+                if rm!(RedisModule_KeyType)(key) as isize != raw::REDISMODULE_KEYTYPE_MODULE
+                    || rm!(RedisModule_ModuleTypeGetType)(key) != scan.ty
+                {
+                    return;
+                }
+                let value = rm!(RedisModule_ModuleTypeGetValue)(key);
+                let at = rm!(RedisModule_GetAbsExpire)(key);
+                (scan.f)(value, (at >= 0).then_some(at));
+            }
+        }
+        let mut scan = Scan { ty, f: &mut f };
+        unsafe {
+            let cursor = rm!(RedisModule_ScanCursorCreate)();
+            while rm!(RedisModule_Scan)(self.0, cursor, Some(each), (&mut scan as *mut Scan).cast())
+                != 0
+            {}
+            rm!(RedisModule_ScanCursorDestroy)(cursor);
+        }
     }
 
     pub(crate) fn flags(self) -> Flags {
@@ -1259,7 +1314,10 @@ pub(crate) fn subscribe_keyspace<H: KeyspaceHandler>(ctx: Ctx) -> Result<(), Str
 pub(crate) enum ServerEvent {
     ForkChild,
     RoleChanged,
-    Loading,
+    /// Loading started or stopped; `ended` when it finished.
+    Loading {
+        ended: bool,
+    },
     ReplicaChange,
     /// `FLUSHDB` or `FLUSHALL` finished: the database emptied, `None` for all of them.
     Flushed(Option<c_int>),
@@ -1273,7 +1331,7 @@ impl ServerEvent {
         match self {
             Self::ForkChild => raw::REDISMODULE_EVENT_FORK_CHILD,
             Self::RoleChanged => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-            Self::Loading => raw::REDISMODULE_EVENT_LOADING,
+            Self::Loading { .. } => raw::REDISMODULE_EVENT_LOADING,
             Self::ReplicaChange => raw::REDISMODULE_EVENT_REPLICA_CHANGE,
             Self::Flushed(_) => raw::REDISMODULE_EVENT_FLUSHDB,
             Self::Swapped(..) => raw::REDISMODULE_EVENT_SWAPDB,
@@ -1295,7 +1353,9 @@ unsafe extern "C" fn server_event_trampoline<H: ServerEventHandler>(
     let event = match event.id {
         raw::REDISMODULE_EVENT_FORK_CHILD => ServerEvent::ForkChild,
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED => ServerEvent::RoleChanged,
-        raw::REDISMODULE_EVENT_LOADING => ServerEvent::Loading,
+        raw::REDISMODULE_EVENT_LOADING => ServerEvent::Loading {
+            ended: subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED,
+        },
         raw::REDISMODULE_EVENT_REPLICA_CHANGE => ServerEvent::ReplicaChange,
         raw::REDISMODULE_EVENT_FLUSHDB if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
             // SAFETY: Redis passes a RedisModuleFlushInfoV1 with this event.

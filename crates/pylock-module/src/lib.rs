@@ -77,7 +77,7 @@ impl ServerEvents {
     const ALL: [api::ServerEvent; 6] = [
         api::ServerEvent::ForkChild,
         api::ServerEvent::RoleChanged,
-        api::ServerEvent::Loading,
+        api::ServerEvent::Loading { ended: true },
         api::ServerEvent::ReplicaChange,
         api::ServerEvent::Flushed(None),
         api::ServerEvent::Swapped(0, 0),
@@ -87,6 +87,9 @@ impl ServerEvents {
 impl api::ServerEventHandler for ServerEvents {
     fn event(ctx: api::Ctx, event: api::ServerEvent) {
         propagation::event(ctx, event);
+        if event == (api::ServerEvent::Loading { ended: true }) {
+            storage::adopt_legacy_deadlines(ctx);
+        }
         blocking::server_event(ctx, event);
     }
 }

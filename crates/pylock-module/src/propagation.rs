@@ -55,7 +55,7 @@ pub(crate) fn event(ctx: Ctx, event: ServerEvent) {
         event,
         ServerEvent::ForkChild
             | ServerEvent::RoleChanged
-            | ServerEvent::Loading
+            | ServerEvent::Loading { .. }
             | ServerEvent::ReplicaChange
     ) {
         recheck(ctx);

@@ -216,6 +216,33 @@ pub(crate) static LOCK_TYPE: RedisType = RedisType::new(
 /// all run on Redis's main thread; the atomic only makes the static safe to share.
 static TOKEN_HIGH_WATER: AtomicI64 = AtomicI64::new(0);
 
+/// Locks of encoding 0 loaded since the last [`adopt_legacy_deadlines`]: they have no deadline
+/// of their own yet.
+static LEGACY_LOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// After loading (an RDB, an AOF preamble, a full sync) that brought locks of encoding 0, which
+/// had only the key's expiry: every such lock takes its key's expiry as its own deadline, so a
+/// later PERSIST or EXPIRE cannot extend it. Walks every database once, only when such locks
+/// were loaded; a RESTORE of one is handled where it lands (`LockKey::state`).
+pub(crate) fn adopt_legacy_deadlines(ctx: Ctx) {
+    if LEGACY_LOADED.swap(0, Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut db = 0;
+    while ctx.try_select_db(db) {
+        ctx.scan_values(lock_type(), |value, expires| {
+            // SAFETY: a value of our type, alive while the scan callback runs.
+            if let (Some(lock), Some(at)) = (unsafe { LockRef::from_raw(value) }, expires) {
+                if lock.deadline_ms().is_none() {
+                    lock.write_deadline(Some(at));
+                }
+            }
+        });
+        db += 1;
+    }
+    ctx.select_db(0);
+}
+
 /// Takes the next fencing token, or `None` once the token space is exhausted.
 pub(crate) fn next_token(now_ms: i64) -> Option<i64> {
     let mut clock = TokenClock::new();
@@ -297,15 +324,15 @@ impl<M: Mode> LockKey<M> {
     pub(crate) fn state(&self) -> Result<Option<LeaseState<'_>>, WrongType> {
         Ok(self
             .lock()?
-            .map(|lock| {
-                // A lease from encoding 0 had only the key's expiry; the first look at it makes
-                // that its own deadline, so that a later PERSIST or EXPIRE cannot extend it.
+            .inspect(|lock| {
+                // A lease from encoding 0 had only the key's expiry (one that a RESTORE
+                // brought; loaded files are seen to at the end of loading): the first look at
+                // it makes that its own deadline, so a later PERSIST or EXPIRE cannot extend it.
                 if lock.deadline_ms().is_none() {
                     if let Some(at) = self.expires_at_ms() {
                         lock.write_deadline(Some(at));
                     }
                 }
-                lock
             })
             .map(|lock| LeaseState {
                 id: lock.id(),
@@ -448,6 +475,9 @@ fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
         Ok(id) => id,
         Err(why) => return refuse(io, why),
     };
+    if encver == stored::LEGACY_VERSION {
+        LEGACY_LOADED.fetch_add(1, Ordering::Relaxed);
+    }
     let lock = if encver >= 1 {
         let made = io.load_bytes(|from| {
             stored::check_claimed_from(from, &id).map(|from| Lock::new(token, deadline, &id, from))
