@@ -98,6 +98,32 @@ server_tests! {
         assert_eq!(from.info("pylock", "pylock_waiting").as_deref(), Some("0"));
     }
 
+    fn watchers_of_a_migrated_lock_are_told_it_moved(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let key = "lock:watched";
+        let from = cluster.node_for(key);
+        let to = cluster.nodes().iter().find(|n| n.port() != from.port()).unwrap();
+        let lease = Lease::from_value(&query(&mut from.conn(), &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"60000"]));
+        let mut watcher = from.conn();
+        let id = lease.id.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = redis::cmd("PYLOCK.WATCH").arg(key).arg(id).query::<Value>(&mut watcher);
+            let _ = tx.send(r.map_err(|e| testkit::error_text(&e)));
+        });
+        testkit::wait_until(std::time::Duration::from_secs(5), || {
+            from.info("pylock", "pylock_watching").as_deref() == Some("1")
+        })
+        .expect("watcher blocked");
+        cluster.migrate_slot(cluster.slot(key), from, to);
+        let r = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("watcher answered");
+        assert_eq!(r, Ok(Value::BulkString(b"moved".to_vec())));
+        assert_eq!(from.info("pylock", "pylock_watching").as_deref(), Some("0"));
+        // The lease itself lives on, on its new node.
+        let h = holder(&mut to.conn(), key).expect("held on the new node");
+        assert_eq!(h.lease.id, lease.id);
+    }
+
     fn the_contention_checker_passes_on_the_cluster(kind: Kind) {
         let cluster = Cluster::start(kind);
         let seed = 0xc105_7e55 + (kind == Kind::Valkey) as u64;
