@@ -87,8 +87,8 @@ struct Args {
     only: Vec<String>,
 }
 
-const PHASES: [&str; 7] = [
-    "acquire", "confirm", "release", "cycle", "memory", "expiry", "handoff",
+const PHASES: [&str; 8] = [
+    "acquire", "confirm", "release", "cycle", "memory", "expiry", "handoff", "watch",
 ];
 
 fn parse_args() -> Result<Args, String> {
@@ -179,7 +179,8 @@ fn main() {
             "cycle" => b.client_cycle(&mut report),
             "memory" => b.memory(&mut report),
             "expiry" => b.expiry(&mut report),
-            _ => b.handoff(&mut report),
+            "handoff" => b.handoff(&mut report),
+            _ => b.watch(&mut report),
         }
     }
 
@@ -996,6 +997,151 @@ impl Bench<'_> {
     }
 }
 
+impl Bench<'_> {
+    // -- how fast a worker learns its lease ended: PYLOCK.WATCH against keyspace notifications --
+
+    /// One lease ends `rounds` times, each a new key; a client blocked in `PYLOCK.WATCH` and a
+    /// client subscribed to the key's keyspace notifications both learn of it. `expire`: the
+    /// lease runs out (TTL `ttl_ms`) instead of being released by another client. Returns the
+    /// latencies (ms) from the end (the RELEASE sent, or the deadline) to each one's answer.
+    fn watch_round(&mut self, rounds: usize, expire: bool, ttl_ms: i64) -> (Vec<f64>, Vec<f64>) {
+        self.flush();
+        self.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Kdx"]);
+        let (to_watcher, jobs) = std::sync::mpsc::channel::<(String, String)>();
+        let (answers, from_watcher) = std::sync::mpsc::channel::<(String, Instant)>();
+        let (events_tx, events) = std::sync::mpsc::channel::<(String, String, Instant)>();
+        let server: &Server = self.server;
+        thread::scope(|scope| {
+            let watcher = scope.spawn(move || {
+                let mut con = server.conn();
+                for (key, id) in jobs {
+                    let v: Value = redis::cmd("PYLOCK.WATCH")
+                        .arg(&key)
+                        .arg(&id)
+                        .arg("TIMEOUT")
+                        .arg(10_000)
+                        .query(&mut con)
+                        .expect("WATCH");
+                    let at = Instant::now();
+                    let reason = match v {
+                        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    if answers.send((reason, at)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let subscriber = scope.spawn(move || {
+                let mut con = server.conn();
+                let mut ps = con.as_pubsub();
+                ps.psubscribe("__keyspace@0__:watch:*").expect("PSUBSCRIBE");
+                ps.set_read_timeout(Some(Duration::from_secs(15)))
+                    .expect("timeout");
+                while let Ok(msg) = ps.get_message() {
+                    let at = Instant::now();
+                    let channel = msg.get_channel_name().to_string();
+                    let event: String = msg.get_payload().unwrap_or_default();
+                    if event == "stop" || events_tx.send((channel, event, at)).is_err() {
+                        break;
+                    }
+                }
+            });
+            thread::sleep(Duration::from_millis(50)); // the subscription is in place
+            let (mut watch_ms, mut event_ms) = (Vec::new(), Vec::new());
+            let want = if expire {
+                ("expired", "expired")
+            } else {
+                ("released", "pylock.release")
+            };
+            for i in 0..rounds {
+                let key = key("watch", i);
+                let id = format!("w{i}");
+                let t_acquire = Instant::now();
+                let ttl = if expire { ttl_ms } else { 60_000 };
+                let v = self.cmd(&["PYLOCK.ACQUIRE", &key, &ttl.to_string(), "LEASE", &id]);
+                assert!(matches!(v, Value::Array(_)), "ACQUIRE: {v:?}");
+                to_watcher.send((key.clone(), id.clone())).expect("watcher");
+                // Wait until the watcher is blocked, so the latency is the notification's alone.
+                while self.info_f64("pylock", "pylock_watching") < 1.0 {
+                    thread::sleep(Duration::from_micros(200));
+                }
+                let t_end = if expire {
+                    t_acquire + Duration::from_millis(ttl_ms as u64)
+                } else {
+                    let t = Instant::now();
+                    self.cmd(&["PYLOCK.RELEASE", &key, &id]);
+                    t
+                };
+                let (reason, at) = from_watcher
+                    .recv_timeout(Duration::from_secs(15))
+                    .expect("watch answer");
+                assert_eq!(reason, want.0, "watch reason");
+                watch_ms.push(at.saturating_duration_since(t_end).as_secs_f64() * 1e3);
+                let channel = format!("__keyspace@0__:{key}");
+                loop {
+                    let (ch, ev, at) = events.recv_timeout(Duration::from_secs(15)).expect("event");
+                    if ch == channel && ev == want.1 {
+                        event_ms.push(at.saturating_duration_since(t_end).as_secs_f64() * 1e3);
+                        break;
+                    }
+                }
+            }
+            drop(to_watcher);
+            let _ = watcher.join();
+            self.cmd(&["PUBLISH", "__keyspace@0__:watch:end", "stop"]);
+            let _ = subscriber.join();
+            self.cmd(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+            (watch_ms, event_ms)
+        })
+    }
+
+    fn watch(&mut self, r: &mut Report) {
+        let quick = self.plan.reps <= 2;
+        let (releases, expiries, ttl) = if quick { (100, 20, 30) } else { (500, 100, 30) };
+        for expire in [false, true] {
+            let rounds = if expire { expiries } else { releases };
+            println!(
+                "== watch: {rounds} leases {}, WATCH against a keyspace-notification subscriber",
+                if expire {
+                    "expiring (TTL 30 ms)"
+                } else {
+                    "released by another client"
+                }
+            );
+            let (w, e) = self.watch_round(rounds, expire, ttl);
+            let what = if expire { "expiry" } else { "RELEASE" };
+            for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                let (wq, eq) = (quantile(&w, q), quantile(&e, q));
+                println!("  {name}: WATCH {wq:.3} ms, keyspace notification {eq:.3} ms");
+                r.rows.push(Row {
+                    section: Section::Watch,
+                    ours: format!("PYLOCK.WATCH answered after {what}, {name}"),
+                    base: format!(
+                        "keyspace notification ({}) after {what}, {name}",
+                        if expire { "expired" } else { "pylock.release" }
+                    ),
+                    ours_v: wq,
+                    base_v: eq,
+                    unit: "ms",
+                    target: None,
+                });
+            }
+        }
+    }
+}
+
+/// The `q` quantile of `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1;
+    s[i]
+}
+
 // ---- report ----------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1006,6 +1152,7 @@ enum Section {
     Memory,
     Expiry,
     HandOff,
+    Watch,
 }
 
 impl Section {
@@ -1017,6 +1164,7 @@ impl Section {
             Section::Memory => "Memory per key (used_memory delta / DBSIZE)",
             Section::Expiry => "Expiry cost (server used_cpu_sys + used_cpu_user while all keys expire)",
             Section::HandOff => "Hand-off: two clients pass one lock (ACQUIRE … BLOCK, RELEASE) against two clients passing one list element (BLPOP, RPUSH)",
+            Section::Watch => "Lease-end notification latency: a client in PYLOCK.WATCH against one subscribed to the key's keyspace notifications (time from the RELEASE sent, or the deadline, to the answer)",
         }
     }
 }
@@ -1120,6 +1268,7 @@ impl Report {
             Section::Memory,
             Section::Expiry,
             Section::HandOff,
+            Section::Watch,
         ] {
             let rows: Vec<&Row> = self.rows.iter().filter(|r| r.section == section).collect();
             if rows.is_empty() {
@@ -1135,6 +1284,7 @@ impl Report {
                     "bytes/key" => format!("{v:.1} B"),
                     "CPU µs/pass" => format!("{v:.2} µs CPU/pass"),
                     "µs/pass" => format!("{v:.2} µs/pass"),
+                    "ms" => format!("{v:.3} ms"),
                     _ => format!("{v:.0} {}", r.unit),
                 };
                 let target = match r.target {
@@ -1172,6 +1322,8 @@ impl Report {
     fn ratios(&self) -> Vec<Ratio> {
         self.rows
             .iter()
+            // Latencies of a different kind of thing, not a cost ratio: in the tables only.
+            .filter(|r| r.section != Section::Watch)
             .map(|r| Ratio {
                 label: match r.section {
                     Section::ServerTime => format!("{} time / {}", r.ours, r.base),
@@ -1180,6 +1332,7 @@ impl Report {
                     Section::Memory => format!("memory: {} / {}", r.ours, r.base),
                     Section::Expiry => "expiry CPU: leases / plain keys".into(),
                     Section::HandOff => format!("hand-off {}: lock / BLPOP", r.unit),
+                    Section::Watch => unreachable!("filtered out above"),
                 },
                 ratio: r.ratio(),
                 target: r.target,
