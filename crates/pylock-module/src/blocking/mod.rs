@@ -363,6 +363,10 @@ pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
 /// `current`: with `reason` if given, else with what an event hinted, else with what the
 /// state tells (`pylock_core::watch::ended`). The hint is spent either way.
 fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, reason: Option<Reason>) {
+    // Hints are left only on locks with watchers, so there is nothing to spend either.
+    if stats::WATCHING.get() == 0 {
+        return;
+    }
     let now = ctx.now_ms();
     let ended: Vec<(Blocked, Reason)> = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
