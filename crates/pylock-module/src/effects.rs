@@ -6,7 +6,7 @@
 //! | effect | stored | replicated | event | counted |
 //! | --- | --- | --- | --- | --- |
 //! | [`grant`] (ACQUIRE on a free lock) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.acquire` | `acquired` |
-//! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired` |
+//! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired`, when the waiter's reply is sent (`blocking::delivery`) |
 //! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | `pylock.extend` | the caller's counter |
 //! | [`claim`] (CONFIRM … CLAIM) | the new id, token and deadline, claimed from the old id | `PYLOCK.RESTORE … PXAT … FROM` | `pylock.claim` | `claimed` |
 //! | [`restore_expiry`] (a generic command moved the key's expiry past the lease's deadline) | the key's expiry | `PEXPIREAT` | — | — |
@@ -90,8 +90,9 @@ pub(crate) enum GrantTo {
 }
 
 /// Grants the lock at `key` to a new lease: stores it with `token` and the absolute
-/// `deadline_ms`, replicates exactly that, signals WATCH, publishes the grant's event and
-/// counts `acquired`. The lease id is `lease`, or a UUID made here. Returns the id. ACQUIRE
+/// `deadline_ms`, replicates exactly that, signals WATCH, publishes the grant's event and, for
+/// a caller, counts `acquired` (a waiter's grant is counted when its reply is sent: a grant
+/// its client never receives is taken back and not counted). The lease id is `lease`, or a UUID made here. Returns the id. ACQUIRE
 /// and every hand-off grant through here.
 pub(crate) fn grant<'a>(
     ctx: Ctx,
@@ -113,24 +114,28 @@ pub(crate) fn grant<'a>(
         },
         key,
     );
-    stats::ACQUIRED.incr();
+    if let GrantTo::Caller = to {
+        stats::ACQUIRED.incr();
+    }
     id
 }
 
 /// Moves the holder's deadline to `deadline_ms`, replicates it, signals WATCH, publishes
-/// `pylock.extend` and counts the call in `counter`.
+/// `pylock.extend` and counts the call in `counter` (none: a waiter's, counted at its reply).
 pub(crate) fn renew(
     ctx: Ctx,
     key: &Arg,
     lock: &LockKey<Write>,
     deadline_ms: i64,
-    counter: &Counter,
+    counter: Option<&Counter>,
 ) {
     lock.set_deadline(deadline_ms);
     ctx.replicate_deadline(key, deadline_ms);
     ctx.signal_modified(key);
     ctx.notify(event::EXTEND, key);
-    counter.incr();
+    if let Some(c) = counter {
+        c.incr();
+    }
 }
 
 /// Passes the lease `from` (the holder) to the id `to` with the new `token` and `deadline_ms`,

@@ -223,6 +223,9 @@ impl BlockedKind for AcquireWaiter {
             }
             Some(Answer::Grant(g)) => {
                 g.delivery.borrow_mut().received();
+                // Counted here, once its client gets it: a grant that never reaches its client
+                // is taken back, and is not one.
+                stats::ACQUIRED.incr();
                 let ttl_ms = g.deadline_ms.saturating_sub(ctx.now_ms()).max(0);
                 LeaseReply {
                     id: &g.id,
@@ -248,9 +251,6 @@ impl BlockedKind for AcquireWaiter {
             true
         } else if let Some(Pending::Waiter(answer)) = take_pending(client) {
             // Its answer was decided but not delivered: it gets nil instead.
-            if matches!(answer, Answer::Grant(_)) {
-                stats::ACQUIRED.decr();
-            }
             cancel(ctx, answer);
             true
         } else {

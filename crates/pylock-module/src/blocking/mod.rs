@@ -505,7 +505,7 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
     );
     // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
     for (w, at) in &handoff.same_lease {
-        effects::renew(ctx, key, lock, *at, &stats::ACQUIRED);
+        effects::renew(ctx, key, lock, *at, None);
         delivery::answer_later(ctx, w.client, Answer::Grant(grant.with_deadline(*at)));
     }
     if let Some(at) = lock.expires_at_ms() {

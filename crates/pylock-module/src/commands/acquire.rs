@@ -106,7 +106,7 @@ impl Command for Acquire {
                 let Some(held) = state else {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
-                effects::renew(ctx, key, &lock, deadline_ms, &stats::ACQUIRED);
+                effects::renew(ctx, key, &lock, deadline_ms, Some(&stats::ACQUIRED));
                 blocking::renewed(ctx, key, deadline_ms);
                 ctx.reply_with(|out| {
                     LeaseReply {

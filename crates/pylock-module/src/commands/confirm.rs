@@ -97,7 +97,7 @@ impl Command for Confirm {
                 }
             }
             Outcome::Renewed { deadline_ms } => {
-                effects::renew(ctx, key, &lock, deadline_ms, counter);
+                effects::renew(ctx, key, &lock, deadline_ms, Some(counter));
                 blocking::renewed(ctx, key, deadline_ms);
                 LeaseReply {
                     id: held.id,
