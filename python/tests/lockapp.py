@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 
 from pylocks.blocking import RedisLockFactory
-from pylocks.errors import LeaseLost, LockAlreadyHeld, lease_error
+from pylocks.errors import LeaseLost, LockAlreadyHeld, LockClaimed
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ celery_app.conf.update(
         "unacked_restore_throttle": 1,
     },
     worker_prefetch_multiplier=1,
-    task_routes={"kill.*": {"queue": "kill"}},
+    task_routes={"kill.*": {"queue": "kill"}, "slow.*": {"queue": "slow"}},
     result_expires=600,
 )
 
@@ -192,15 +192,6 @@ def hold_past_soft_limit(person_id: str, ttl: float) -> None:
 # the visibility timeout. The first run of each task stops at ``stop_at`` ("before_write" or
 # "after_write"), marks that it got there, and sleeps until the test kills the worker.
 
-# Proposed protocol addition, emulated with today's commands in one atomic script: hand the
-# lock over from the enqueuer's lease to this run's own lease. A second delivery of the same
-# message then finds the enqueuer's lease gone (NOTHELD / NOTOWNED) and is refused.
-HANDOVER = """
-local released = redis.pcall('PYLOCK.RELEASE', KEYS[1], ARGV[1])
-if type(released) == 'table' and released.err then return released end
-return redis.call('PYLOCK.ACQUIRE', KEYS[1], ARGV[2], 'LEASE', ARGV[3])
-"""
-
 # The fenced write: the resource remembers the last fencing token it applied, and refuses a
 # write with a token not greater (one write per lease). GET+SET become one atomic script.
 FENCED_ADD = """
@@ -218,22 +209,30 @@ def _stop_here(person_id: str, where: str, stop_at: str, run: int) -> None:
         time.sleep(120)  # the test SIGKILLs the worker now
 
 
+def claim_or_refuse(person_id: str, lease_id: str, run: int):
+    """This run's claim of the message's lease (``CONFIRM … CLAIM``), or ``None`` when another
+    run of the same message claimed it first: then this one must not run, and is acknowledged
+    without raising (so it is not retried)."""
+    try:
+        return person_lock.claim(person_id, lease_id)
+    except LockClaimed as err:
+        logger.warning("run %d: duplicate of the message with lease %s on person %s refused: %s",
+                       run, lease_id, person_id, err)
+        return None
+
+
 @celery_app.task(name="kill.add_to_person", acks_late=True, reject_on_worker_lost=True)
 def add_to_person_killable(person_id: str, lease_id: str, amount: int, stop_at: str,
                            mode: str = "plain") -> str:
-    """``mode``: "plain" (example 2 as is), "handover" (own lease per run), "fenced" (token write)."""
+    """``mode``: "plain" (example 2 as is), "claim" (each run claims the lease: CONFIRM … CLAIM),
+    "fenced" (the write carries the token)."""
     people = people_redis()
     run = int(people.incr("runs:%s" % person_id))
     try:
-        if mode == "handover":
-            import uuid
-            own = str(uuid.uuid4())
-            try:
-                lock_redis().eval(HANDOVER, 1, person_lock.key(person_id), lease_id,
-                                  person_lock.ttl_ms, own)
-            except redis.ResponseError as err:
-                raise (lease_error(str(err), person_lock.key(person_id), lease_id) or err) from None
-            handle = person_lock.get_handle(person_id, own)
+        if mode == "claim":
+            handle = claim_or_refuse(person_id, lease_id, run)
+            if handle is None:
+                return "run %d refused: claimed" % run
         else:
             handle = person_lock.get_handle(person_id, lease_id)
     except LeaseLost as err:
@@ -250,3 +249,50 @@ def add_to_person_killable(person_id: str, lease_id: str, amount: int, stop_at: 
     _stop_here(person_id, "after_write", stop_at, run)
     handle.release()
     return "run %d applied" % run
+
+
+# ---------------------------------------------------------------------------------------------
+# Two copies of one message at once: an acks_late task still running when the visibility
+# timeout passes is restored to the queue by the broker and runs again beside the first.
+
+@celery_app.task(name="slow.add_to_person_claiming", acks_late=True)
+def add_to_person_slow_claiming(person_id: str, lease_id: str, amount: int, hold: float) -> str:
+    people = people_redis()
+    run = int(people.incr("runs:%s" % person_id))
+    handle = claim_or_refuse(person_id, lease_id, run)
+    if handle is None:
+        people.set("refused:%s" % person_id, run)
+        return "run %d refused: claimed" % run
+    time.sleep(hold)  # longer than the visibility timeout: the broker hands out a copy
+    with handle.releasing():
+        read_modify_write(person_id, amount)
+    people.set("applied:%s" % person_id, run)
+    return "run %d applied" % run
+
+
+# ---------------------------------------------------------------------------------------------
+# A retry: the retried message carries the enqueuer's lease id again (``carry=False``, what
+# ``self.retry()`` with the task's own arguments sends), or the id this attempt claimed
+# (``carry=True``, the way to keep the lease across retries).
+
+@celery_app.task(name="retry.claiming", bind=True, max_retries=2)
+def add_to_person_retry_claiming(self, person_id: str, lease_id: str, amount: int,
+                                 carry: bool) -> str:
+    people = people_redis()
+    run = int(people.incr("runs:%s" % person_id))
+    handle = claim_or_refuse(person_id, lease_id, run)
+    if handle is None:
+        return "run %d refused: claimed" % run
+    if run == 1:
+        # Write, then fail in a way the task retries (a flaky notification after the write,
+        # say), keeping the lease.
+        read_modify_write(person_id, amount)
+        people.set("wrote:%s" % person_id, 1)
+        retry_lease = handle.id if carry else lease_id
+        raise self.retry(args=[person_id, retry_lease, amount, carry], countdown=0.3)
+    # A later attempt holds the lease (claimed from the previous attempt's): it does not write
+    # again once the write is recorded, and releases.
+    if not people.get("wrote:%s" % person_id):
+        read_modify_write(person_id, amount)
+    handle.release()
+    return "run %d finished" % run

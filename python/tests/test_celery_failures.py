@@ -15,7 +15,7 @@ from celery.exceptions import TimeLimitExceeded
 
 from celery_support import Worker, get_result, wait_for
 from conftest import register_log
-from pylocks.errors import LockAlreadyHeld, LockNotHeld, LockNotOwned
+from pylocks.errors import LockAlreadyHeld, LockNotHeld
 
 
 def person() -> str:
@@ -109,8 +109,8 @@ SCENARIOS = {
     "plain_before_write": ("plain", "before_write", 60),
     "plain_after_write": ("plain", "after_write", 60),
     "plain_expired": ("plain", "before_write", 3),
-    "handover_before_write": ("handover", "before_write", 60),
-    "handover_after_write": ("handover", "after_write", 60),
+    "claim_before_write": ("claim", "before_write", 60),
+    "claim_after_write": ("claim", "after_write", 60),
     "fenced_after_write": ("fenced", "after_write", 60),
 }
 AMOUNT = 5
@@ -195,22 +195,31 @@ def test_killed_and_lease_expired_before_redelivery_is_refused(killed) -> None:
     assert (o["runs"], o["counter"]) == (2, 0), o
 
 
-def test_handover_refuses_the_redelivery_after_write(killed) -> None:
-    """Each run swaps the enqueuer's lease for its own (emulated by a script; proposed as a
-    command in CELERY.md). The redelivered copy finds the enqueuer's lease gone: refused with
-    LockNotOwned, and the amount stays applied once."""
-    o = killed["handover_after_write"]
-    assert o["state"] == "FAILURE" and isinstance(o["result"], LockNotOwned), o
+def test_claim_refuses_the_redelivery_after_write(killed) -> None:
+    """Each run claims the enqueuer's lease (CONFIRM … CLAIM). The redelivered copy finds it
+    claimed by the dead first run: refused with CLAIMED, acknowledged without running and not
+    retried (SUCCESS, "refused"), and the amount stays applied once."""
+    o = killed["claim_after_write"]
+    assert o["state"] == "SUCCESS" and o["result"] == "run 2 refused: claimed", o
     assert (o["runs"], o["counter"]) == (2, AMOUNT), o
+    assert o["info"] is not None and o["info"].lease_id != o["lease"]
 
 
-def test_handover_refuses_the_redelivery_before_write_too(killed) -> None:
-    """...which also refuses a copy whose first run died before writing: the update is lost, and
-    the dead run's own lease keeps the lock until its TTL."""
-    o = killed["handover_before_write"]
-    assert o["state"] == "FAILURE" and isinstance(o["result"], LockNotOwned), o
+def test_claim_also_refuses_a_redelivery_whose_first_run_died_before_writing(killed) -> None:
+    """What CLAIM does not solve: the first run claimed, then died before writing. The copy is
+    refused all the same, so the update is not made, and the dead run's claimed lease keeps
+    the lock until its TTL. The application must enqueue the work again."""
+    o = killed["claim_before_write"]
+    assert o["state"] == "SUCCESS" and o["result"] == "run 2 refused: claimed", o
     assert (o["runs"], o["counter"]) == (2, 0), o
     assert o["info"] is not None and o["info"].lease_id != o["lease"]
+
+
+def test_claim_refused_redelivery_is_logged(killed) -> None:
+    text = "".join(Path(log).read_text(errors="replace") for log in killed["_logs"])
+    for name in ("claim_after_write", "claim_before_write"):
+        p = killed[name]["person"]
+        assert f"on person {p} refused: CLAIMED" in text, name
 
 
 def test_fenced_write_refuses_the_second_apply(killed) -> None:
@@ -223,3 +232,55 @@ def test_fenced_write_refuses_the_second_apply(killed) -> None:
 
 def test_redelivery_waited_for_the_visibility_timeout(killed, celery) -> None:
     assert killed["_redelivery_seconds"] >= celery.lockapp.VISIBILITY_TIMEOUT - 2
+
+
+# --- two copies of one message at once, and retries, with CLAIM -------------------------------
+
+def test_a_copy_restored_while_the_first_run_lives_is_refused(celery_env, request) -> None:
+    """acks_late and a task longer than the visibility timeout: the broker restores the message
+    while the first run is still working, and the copy runs beside it. The copy's claim is
+    refused (CLAIMED); the first run writes once and releases."""
+    app = celery_env.lockapp
+    worker = Worker(app, f"slow-{celery_env.server.kind}@pylocks", celery_env.tmp / "worker-slow.log",
+                    pool="threads", concurrency=2, queues="slow")
+    register_log(request, worker.log)
+    try:
+        worker.wait_ready()
+        p = person()
+        handle = app.person_lock.acquire(p, ttl=60)
+        app.add_to_person_slow_claiming.apply_async([p, handle.id, AMOUNT,
+                                                     app.VISIBILITY_TIMEOUT + 4])
+        people = celery_env.people
+        wait_for(lambda: people.get("applied:%s" % p) is not None, 60, what="the first run's write")
+        assert people.get("refused:%s" % p) == b"2"
+        assert people.get("applied:%s" % p) == b"1"
+        assert int(people.get("runs:%s" % p)) == 2
+        assert celery_env.counter(p) == AMOUNT
+        assert app.person_lock.info(p) is None
+        wait_for(lambda: f"on person {p} refused: CLAIMED" in worker.log_text(), 5, what="the log line")
+    finally:
+        worker.stop()
+
+
+def test_a_retry_with_the_enqueuers_lease_is_refused_after_the_write(celery) -> None:
+    """The first attempt claims, writes, then retries with the task's own arguments (the
+    enqueuer's lease id): the retry's claim is refused, so the write is not made twice."""
+    p = person()
+    handle = celery.lockapp.person_lock.acquire(p, ttl=10)
+    res = celery.lockapp.add_to_person_retry_claiming.delay(p, handle.id, AMOUNT, False)
+    state, result = get_result(res)
+    assert (state, result) == ("SUCCESS", "run 2 refused: claimed"), (state, result)
+    assert celery.counter(p) == AMOUNT
+    assert int(celery.people.get("runs:%s" % p)) == 2
+
+
+def test_a_retry_carrying_the_claimed_lease_goes_on(celery) -> None:
+    """Passing the id this attempt claimed to the retry keeps the lease across it: the retry
+    claims from it, sees the write done, and releases."""
+    p = person()
+    handle = celery.lockapp.person_lock.acquire(p, ttl=10)
+    res = celery.lockapp.add_to_person_retry_claiming.delay(p, handle.id, AMOUNT, True)
+    state, result = get_result(res)
+    assert (state, result) == ("SUCCESS", "run 2 finished"), (state, result)
+    assert celery.counter(p) == AMOUNT
+    assert celery.lockapp.person_lock.info(p) is None

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator, List, NoReturn, Optional, Tuple, Type, Union
+from typing import Any, Callable, Iterator, List, NoReturn, Optional, Tuple, Type, Union
 
 import redis
 from redis.exceptions import ResponseError
@@ -35,7 +36,12 @@ from redis.exceptions import ResponseError
 from .errors import LockAlreadyHeld, lease_error
 from .keys import lock_key
 
-__all__ = ["RedisLockFactory", "SingleLockHandle", "LockInfo", "Seconds"]
+__all__ = ["RedisLockFactory", "SingleLockHandle", "LockInfo", "LeaseWatch", "Seconds", "LEASE_ENDS"]
+
+#: What :meth:`SingleLockHandle.watch` can answer: why the lease is not (or no longer) held.
+#: ``"demoted"`` also stands for the server's own ``UNBLOCKED`` error on a role change.
+LEASE_ENDS = ("notheld", "notowned", "claimed", "released", "expired", "deleted", "flushed",
+              "moved", "demoted")
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +71,8 @@ def _text(value: Union[bytes, str]) -> str:
 
 
 def _raise_lease_error(err: ResponseError, key: str, lease_id: str) -> NoReturn:
-    """Turn the server's NOTHELD / NOTOWNED error into ours, keeping its message; re-raise others."""
+    """Turn the server's NOTHELD / NOTOWNED / CLAIMED error into ours, keeping its message;
+    re-raise others."""
     lost = lease_error(str(err), key, lease_id)
     if lost is not None:
         raise lost from None
@@ -167,6 +174,78 @@ class SingleLockHandle:
             _raise_lease_error(err, self.key, self.id)
         self.ttl_ms = 0
 
+    def claim(self, new_id: Optional[str] = None, extend: Optional[Seconds] = None) -> "SingleLockHandle":
+        """Take this lease over under a new id, with a new, larger fencing token
+        (``PYLOCK.CONFIRM … CLAIM``), and return the new lease's handle.
+
+        For "lock before enqueuing": each run of a task claims the lease id its message
+        carries, and only one run of one message can. The lock is never free in between.
+
+        :param new_id: the new lease id; by default a UUID4 made here, before sending, so a call
+            that redis-py retries after a lost reply sends the same id and gets the same
+            success (the server answers a repeated claim with the same lease).
+        :param extend: also set the lease's time left to this many seconds (``EXTEND``);
+            otherwise the deadline stays.
+        :raises LockClaimed: another run claimed this lease first under its own id.
+        :raises LockNotHeld: nobody holds the lock (the lease expired or was released).
+        :raises LockNotOwned: another lease holds it.
+        :raises ValueError: ``new_id`` is this lease's own id (before any network call).
+        """
+        new = str(uuid.uuid4()) if new_id is None else new_id
+        if new == self.id:
+            raise ValueError("a lease cannot be claimed under its own id")
+        args: List[Any] = ["PYLOCK.CONFIRM", self.key, self.id]
+        if extend is not None:
+            args += ["EXTEND", _to_ms(extend, "extend")]
+        args += ["CLAIM", new]
+        try:
+            reply = self.redis.execute_command(*args)
+        except ResponseError as err:
+            _raise_lease_error(err, self.key, self.id)
+        return SingleLockHandle(self.redis, self.key, _text(reply[0]), int(reply[1]), int(reply[2]),
+                                self.default_ttl_ms)
+
+    def watch(self, timeout: Optional[Seconds] = None) -> Optional[str]:
+        """Wait until this lease stops holding the lock, and return why (``PYLOCK.WATCH``).
+
+        One of :data:`LEASE_ENDS`: ``"notheld"``, ``"notowned"`` or ``"claimed"`` at once if it
+        does not hold the lock now; else, when it ends, ``"released"``, ``"expired"``,
+        ``"claimed"``, ``"deleted"``, ``"flushed"``, ``"moved"`` or ``"demoted"``. ``None`` when
+        ``timeout`` seconds pass with the lease still held (``None``: wait forever).
+
+        It blocks the connection it runs on: the client's ``socket_timeout``, if set, must be
+        longer than ``timeout``. :meth:`watching` runs it in the background.
+        """
+        args: List[Any] = ["PYLOCK.WATCH", self.key, self.id]
+        if timeout is not None:
+            args += ["TIMEOUT", _to_ms(timeout, "timeout")]
+        try:
+            reply = self.redis.execute_command(*args)
+        except ResponseError as err:
+            if str(err).startswith("UNBLOCKED"):
+                return "demoted"  # the server ended every blocked client on a role change
+            raise
+        return None if reply is None else _text(reply)
+
+    def watching(self, on_lost: Optional[Callable[[str], None]] = None,
+                 poll: Seconds = 1.0) -> "LeaseWatch":
+        """Watch this lease from a background thread, on a connection of its own.
+
+        Returns a :class:`LeaseWatch` whose :attr:`~LeaseWatch.lost` event is set, and
+        ``on_lost(reason)`` called (from the watcher thread), the moment the lease ends, with
+        the reason :meth:`watch` gives. Use it as a context manager around long work, and check
+        ``watch.lost`` (or ``watch.check()``, which raises) before each step that needs the lock::
+
+            with handle.watching() as watch:
+                for chunk in work:
+                    watch.check()          # raises LeaseLost subclasses once the lease is gone
+                    process(chunk)
+
+        :param poll: how long each server-side wait lasts (``TIMEOUT``) before the thread looks
+            whether it was stopped; stopping takes at most this long.
+        """
+        return LeaseWatch(self, on_lost, _to_ms(poll, "poll"))
+
     @contextmanager
     def releasing(self, keep_on: ExcTypes = ()) -> Iterator["SingleLockHandle"]:
         """Context manager that releases the lease when the block exits.
@@ -197,6 +276,77 @@ class SingleLockHandle:
             raise
         else:
             self.release()
+
+
+class LeaseWatch:
+    """A background watch of one lease (made by :meth:`SingleLockHandle.watching`).
+
+    :ivar lost: a :class:`threading.Event`, set once the lease has ended.
+    :ivar reason: why it ended (one of :data:`LEASE_ENDS`), or ``None`` while it holds.
+    :ivar error: an error the watcher thread met (the connection failed), or ``None``; the
+        event is set then too, since the lease can no longer be vouched for.
+    """
+
+    def __init__(self, handle: SingleLockHandle, on_lost: Optional[Callable[[str], None]],
+                 poll_ms: int) -> None:
+        self.handle = handle
+        self.lost = threading.Event()
+        self.reason: Optional[str] = None
+        self.error: Optional[BaseException] = None
+        self._on_lost = on_lost
+        self._poll_ms = poll_ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pylocks-watch-{handle.key}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # redis-py clients are thread safe: the blocked WATCH holds a pooled connection of its
+        # own, and the task's commands take others.
+        watcher = SingleLockHandle(self.handle.redis, self.handle.key, self.handle.id, self.handle.token,
+                                   self.handle.ttl_ms, self.handle.default_ttl_ms)
+        try:
+            while not self._stop.is_set():
+                reason = watcher.watch(timeout=self._poll_ms / 1000.0)
+                if reason is not None:
+                    self.reason = reason
+                    break
+        except Exception as err:  # noqa: BLE001 - reported through .error and the event
+            self.error = err
+            logger.error("watching lease %s on %s failed: %s", self.handle.id, self.handle.key, err)
+        if self.reason is None and self.error is None:
+            return  # stopped
+        self.lost.set()
+        if self._on_lost is not None and self.reason is not None:
+            try:
+                self._on_lost(self.reason)
+            except Exception:  # noqa: BLE001 - a callback's failure must not kill silently
+                logger.exception("on_lost callback for lease %s failed", self.handle.id)
+
+    def check(self) -> None:
+        """Raise if the lease has ended: :class:`~pylocks.errors.LockClaimed`,
+        :class:`~pylocks.errors.LockNotOwned` or :class:`~pylocks.errors.LockNotHeld` by the
+        reason, or the watcher's own error."""
+        if not self.lost.is_set():
+            return
+        if self.error is not None:
+            raise self.error
+        reason = self.reason or "notheld"
+        code = {"claimed": "CLAIMED", "notowned": "NOTOWNED"}.get(reason, "NOTHELD")
+        err = lease_error(f"{code} the lease ended: {reason}", self.handle.key, self.handle.id)
+        if err is not None:
+            raise err
+
+    def stop(self) -> None:
+        """Stop watching; returns once the thread has (at most ``poll`` later)."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "LeaseWatch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
 
 
 class RedisLockFactory:
@@ -308,6 +458,28 @@ class RedisLockFactory:
         if extend is None:
             return handle.confirm()
         return handle.extend(extend)
+
+    def claim(self, *args: Any, lease_id: Optional[str] = None, new_id: Optional[str] = None,
+              extend: Optional[Seconds] = None) -> SingleLockHandle:
+        """Claim the lease ``lease_id`` on ``parts`` for this run (``CONFIRM … CLAIM``): the
+        task side of "lock before enqueuing" when a message can be delivered twice.
+
+        Call it as ``claim(*parts, lease_id)`` or ``claim(*parts, lease_id=lease_id)``. See
+        :meth:`SingleLockHandle.claim` for ``new_id`` and ``extend``.
+
+        :raises LockClaimed: another run of the same message claimed it first: do not run.
+        :raises LockNotHeld: nobody holds the lock (the lease expired or was released).
+        :raises LockNotOwned: another lease holds the lock.
+        """
+        if lease_id is None:
+            if not args:
+                raise TypeError("claim(*parts, lease_id): the lease id is missing")
+            parts, lease = args[:-1], args[-1]
+        else:
+            parts, lease = args, lease_id
+        key = self.key(*parts)
+        lease = _text(lease)
+        return SingleLockHandle(self.redis, key, lease, 0, 0, self.ttl_ms).claim(new_id, extend)
 
     def info(self, *parts: Any) -> Optional[LockInfo]:
         """Who holds the lock on ``parts`` (``PYLOCK.INFO``), or ``None`` if nobody does."""

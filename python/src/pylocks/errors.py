@@ -7,6 +7,7 @@ The hierarchy::
     └── LeaseLost              our lease no longer holds the lock
         ├── LockNotHeld        nobody holds it (our lease expired or was released): NOTHELD
         └── LockNotOwned       another lease holds it (ours expired, someone else took it): NOTOWNED
+            └── LockClaimed    another run claimed our lease under its own id: CLAIMED
 
 ``LockNotHeld`` and ``LockNotOwned`` carry the server's error text unchanged as their message,
 e.g. ``"NOTHELD the lock is not held by any lease"``. Catch ``LeaseLost`` to handle both.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["LockError", "LockAlreadyHeld", "LeaseLost", "LockNotHeld", "LockNotOwned", "lease_error"]
+__all__ = ["LockError", "LockAlreadyHeld", "LeaseLost", "LockNotHeld", "LockNotOwned", "LockClaimed",
+           "lease_error"]
 
 
 class LockError(Exception):
@@ -54,9 +56,20 @@ class LockNotOwned(LeaseLost):
     """Another lease holds the lock, which is left untouched (server error ``NOTOWNED``)."""
 
 
+class LockClaimed(LockNotOwned):
+    """The lock is held by a lease claimed from ours under another id (server error ``CLAIMED``).
+
+    With "lock before enqueuing", another run of the same task message (a redelivery, a copy
+    restored by the broker, a retry of the same message) claimed the lease first
+    (``CONFIRM … CLAIM``): this run must not touch the shared state. It is a kind of
+    :class:`LockNotOwned`, so code that catches that keeps working.
+    """
+
+
 def lease_error(message: str, key: Optional[str] = None,
                 lease_id: Optional[str] = None) -> Optional[LeaseLost]:
-    """The error for a server error text starting with ``NOTHELD`` or ``NOTOWNED``, else ``None``.
+    """The error for a server error text starting with ``NOTHELD``, ``NOTOWNED`` or ``CLAIMED``,
+    else ``None``.
 
     For code that calls the module's commands itself (a Lua script, a pipeline) and wants the
     same errors as this package::
@@ -71,4 +84,6 @@ def lease_error(message: str, key: Optional[str] = None,
         return LockNotHeld(message, key, lease_id)
     if code == "NOTOWNED":
         return LockNotOwned(message, key, lease_id)
+    if code == "CLAIMED":
+        return LockClaimed(message, key, lease_id)
     return None
