@@ -198,6 +198,41 @@ server_tests! {
         assert_eq!(reply, Ok(bulk("deleted")));
     }
 
+    fn eviction_answers_deleted(kind: Kind) {
+        let s = Server::start_with(kind, &["--maxmemory", "8mb", "--maxmemory-policy", "allkeys-random"]);
+        let mut con = s.conn();
+        take(&mut con, "k", 600_000, "a");
+        let w = watch_in_thread(&s, "k", "a", &["TIMEOUT", "20000"]);
+        wait_watching(&s, 1);
+        // Fill memory until the lock is evicted (bounded: at most 64 MB written).
+        let blob = vec![b'x'; 64 * 1024];
+        for i in 0..1024 {
+            let _: redis::RedisResult<()> = redis::cmd("SET").arg(format!("fill:{i}")).arg(&blob[..]).query(&mut con);
+            let exists: i64 = redis::cmd("EXISTS").arg("k").query(&mut con).unwrap();
+            if exists == 0 {
+                break;
+            }
+        }
+        let (reply, _) = w.join().unwrap();
+        assert_eq!(reply, Ok(bulk("deleted")), "evicted");
+    }
+
+    fn watch_changes_and_replicates_nothing(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        take(&mut con, "k", 60_000, "a");
+        let dirty = || -> String { s.info("persistence", "rdb_changes_since_last_save").unwrap() };
+        let before = (dirty(), common::dump(&mut con, "k"));
+        for _ in 0..3 {
+            let v: Value = redis::cmd("PYLOCK.WATCH").arg("k").arg("a").arg("TIMEOUT").arg(20)
+                .query(&mut con).unwrap();
+            assert_eq!(v, Value::Nil);
+            let v: Value = redis::cmd("PYLOCK.WATCH").arg("k").arg("b").query(&mut con).unwrap();
+            assert_eq!(v, bulk("notowned"));
+        }
+        assert_eq!((dirty(), common::dump(&mut con, "k")), before);
+    }
+
     fn flushes_and_swaps_answer_flushed(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
