@@ -7,7 +7,7 @@
 //! | --- | --- | --- | --- | --- |
 //! | [`grant`] (ACQUIRE on a free lock) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.acquire` | `acquired` |
 //! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired`, when the waiter's reply is sent (`blocking::delivery`) |
-//! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PEXPIREAT` | `pylock.extend` | the caller's counter |
+//! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PYLOCK.RESTORE … PXAT [… FROM]` (the whole lease) | `pylock.extend` | the caller's counter |
 //! | [`claim`] (CONFIRM … CLAIM) | the new id, token and deadline, claimed from the old id | `PYLOCK.RESTORE … PXAT … FROM` | `pylock.claim` | `claimed` |
 //! | [`restore_expiry`] (a generic command moved the key's expiry past the lease's deadline) | the key's expiry | `PEXPIREAT` | — | — |
 //! | [`release`] (RELEASE) | key deleted | `DEL` | `pylock.release` | `released` |
@@ -18,8 +18,8 @@
 //! published after the change (`__keyspace@<db>__:<key>` carries the event name,
 //! `__keyevent@<db>__:<event>` the key). A release that passes the lock on publishes
 //! `pylock.release`, then `pylock.handoff`. A replica applies the replicated effects: it
-//! publishes `pylock.restore` for a grant, and Redis's own `del` and `expire` (class `g`) for
-//! the rest. The module's own keyspace handler (in `blocking`) listens to classes `g`, `x`
+//! publishes `pylock.restore` for a grant, a claim or a renewal, and Redis's own `del` and
+//! `expire` (class `g`) for the rest. The module's own keyspace handler (in `blocking`) listens to classes `g`, `x`
 //! and `e` only, so these events never reach it and never trigger a hand-off.
 //!
 //! Waking waiters and answering PYLOCK.WATCH are not effects: callers pass a freed lock on, and
@@ -130,7 +130,17 @@ pub(crate) fn renew(
     counter: Option<&Counter>,
 ) {
     lock.set_deadline(deadline_ms);
-    ctx.replicate_deadline(key, deadline_ms);
+    // The whole lease, not `PEXPIREAT`: a replica (and an AOF) then holds the lease's own
+    // deadline exactly, and never mistakes a client's EXPIRE, replicated verbatim, for one.
+    if let Ok(Some(held)) = lock.lock() {
+        ctx.replicate_grant(
+            key,
+            held.id(),
+            held.token(),
+            Some(deadline_ms),
+            held.claimed_from(),
+        );
+    }
     ctx.signal_modified(key);
     ctx.notify(event::EXTEND, key);
     if let Some(c) = counter {

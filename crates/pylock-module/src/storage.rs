@@ -69,6 +69,7 @@ impl Lock {
                 .write_unaligned(from_len);
             std::ptr::copy_nonoverlapping(id.as_ptr(), base.add(ID_AT), id.len());
             std::ptr::copy_nonoverlapping(from.as_ptr(), base.add(ID_AT + id.len()), from.len());
+            LOCK_VALUES.fetch_add(1, Ordering::Relaxed);
             Some(Self(ptr))
         }
     }
@@ -97,8 +98,18 @@ impl Lock {
     }
 }
 
+/// Lock values in existence (in any database, or being loaded or freed): while there are none,
+/// no key can be a lock, and the keyspace handler skips looking (see [`may_be_a_lock`]).
+static LOCK_VALUES: AtomicI64 = AtomicI64::new(0);
+
+/// False when no lock value exists anywhere, so no key can hold one.
+pub(crate) fn may_be_a_lock() -> bool {
+    LOCK_VALUES.load(Ordering::Relaxed) > 0
+}
+
 impl Drop for Lock {
     fn drop(&mut self) {
+        LOCK_VALUES.fetch_sub(1, Ordering::Relaxed);
         let lock = self.as_ref();
         // `new` succeeded with these lengths, so the layout exists.
         if let Some(layout) = Self::layout(lock.ids_len()) {
@@ -349,14 +360,6 @@ impl<M: Mode> LockKey<M> {
         match self.expires_at_ms() {
             Some(key) if key <= own => None,
             _ => Some(own),
-        }
-    }
-
-    /// Makes the key's expiry the lease's own deadline, in place: what a lease from the
-    /// primary's stream or an AOF (`PEXPIREAT`, a renewal) means. No keyspace change.
-    pub(crate) fn adopt_key_expiry(&self) {
-        if let (Ok(Some(lock)), Some(at)) = (self.lock(), self.expires_at_ms()) {
-            lock.write_deadline(Some(at));
         }
     }
 }

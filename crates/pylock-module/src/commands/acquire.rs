@@ -6,7 +6,7 @@
 //! lock's FIFO queue instead (see `blocking`), unless it runs inside MULTI or a script.
 //!
 //! Replication (through `effects`): a grant propagates `PYLOCK.RESTORE key id token PXAT
-//! deadline`, a renewal `PEXPIREAT key deadline`, so replicas and AOF replay hold exactly the
+//! deadline`, a renewal the same with the new deadline, so replicas and AOF replay hold exactly the
 //! primary's lease id, token and absolute deadline. Contention propagates nothing.
 //!
 //! Counted: `acquired` for a grant or renewal (a waiter's grant too, when it is handed over);

@@ -9,7 +9,8 @@
 //! is `new-lease-id`, claimed from `lease-id`) succeeds again with the same token. Watchers of
 //! the old lease are answered `claimed`.
 //!
-//! Replication (through `effects`): EXTEND propagates `PEXPIREAT key deadline`; a claim
+//! Replication (through `effects`): EXTEND propagates the whole lease again, `PYLOCK.RESTORE key id token PXAT
+//! deadline`; a claim
 //! `PYLOCK.RESTORE key new-id token PXAT deadline FROM lease-id`; a plain confirm nothing.
 //! Counted: `claimed`, else `extended` or `confirmed`; `notheld` or `notowned`.
 
