@@ -200,6 +200,9 @@ impl<'a> Watch<'a> {
     }
 }
 
+/// Each option's value and the value's position among the options, by option name.
+type Found<'a, const N: usize> = [Option<(usize, &'a [u8])>; N];
+
 /// Reads `NAME value` pairs, each of `names` (case-insensitive) at most once, and returns for
 /// each name its value with the value's position among `options`, so that values can be
 /// checked in command-line order.
@@ -210,7 +213,7 @@ impl<'a> Watch<'a> {
 fn scan_options<'a, A: AsRef<[u8]>, const N: usize>(
     options: &'a [A],
     names: [&[u8]; N],
-) -> Result<[Option<(usize, &'a [u8])>; N], CommandError> {
+) -> Result<Found<'a, N>, CommandError> {
     let mut found = [None; N];
     let mut rest = options;
     while let Some((name, tail)) = rest.split_first() {
