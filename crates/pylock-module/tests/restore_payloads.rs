@@ -33,6 +33,33 @@ fn real_dump(s: &Server, key: &str, id: Option<&[u8]>) -> (Vec<u8>, Dump, Layout
     (payload, dump, layout)
 }
 
+/// The same lock as [`real_dump`] gives, as encoding version 0 (what the module wrote before
+/// CLAIM): token and id.
+fn v0_dump(s: &Server, key: &str, id: Option<&[u8]>) -> (Dump, Layout) {
+    let (_, dump, l) = real_dump(s, key, id);
+    let id = match id {
+        Some(id) => id.to_vec(),
+        None => holder(&mut s.conn(), key).expect("held").lease.id,
+    };
+    let body = payload::as_version_0(&dump.body, &l, &id).expect("a version 0 body");
+    let layout = Layout::of(&body).expect("parses");
+    assert_eq!(layout.encver, 0);
+    (
+        Dump {
+            body,
+            version: dump.version,
+        },
+        layout,
+    )
+}
+
+/// A version 1 dump and its version 0 twin, for tests that hold for both.
+fn both_versions(s: &Server, key: &str) -> Vec<(Dump, Layout)> {
+    let (_, dump, l) = real_dump(s, &format!("{key}:v1"), None);
+    assert_eq!(l.encver, 1, "the module writes encoding version 1");
+    vec![(dump, l), v0_dump(s, &format!("{key}:v0"), None)]
+}
+
 fn dbsize(con: &mut redis::Connection) -> i64 {
     redis::cmd("DBSIZE").query(con).unwrap()
 }
@@ -111,16 +138,17 @@ server_tests! {
     /// The payload of the crash report: type and module id, nothing after them.
     fn the_reported_payload_is_refused(kind: Kind) {
         let s = Server::start(kind);
-        let (_, dump, _) = real_dump(&s, "k", None);
-        let sealed = dump.seal(&dump.body[..10]);
-        if dump.version == [0x0a, 0x00] {
-            // Redis 7.0 writes RDB version 10: the same bytes as the report.
-            let hex: String = sealed.iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(hex, "0781a72968724fa590000a00b09fa06abd686483");
-        }
         let mut con = s.conn();
-        let keys = dbsize(&mut con);
-        assert_eq!(payload::restore(&mut con, &sealed, keys), Ok(Verdict::Refused));
+        for (dump, _) in both_versions(&s, "k") {
+            let sealed = dump.seal(&dump.body[..10]);
+            if dump.version == [0x0a, 0x00] && dump.body[9] == 0 {
+                // Redis 7.0 writes RDB version 10: the same bytes as the report.
+                let hex: String = sealed.iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(hex, "0781a72968724fa590000a00b09fa06abd686483");
+            }
+            let keys = dbsize(&mut con);
+            assert_eq!(payload::restore(&mut con, &sealed, keys), Ok(Verdict::Refused));
+        }
         assert_no_crash(&s);
     }
 
@@ -132,7 +160,8 @@ server_tests! {
     fn every_truncation_is_refused_or_loads_a_well_formed_lock(kind: Kind) {
         let s = Server::start(kind);
         for (i, id) in [None, Some(&b"12345"[..]), Some(&[b'a'; 128][..])].into_iter().enumerate() {
-            let (_, dump, l) = real_dump(&s, &format!("k{i}"), id);
+            let (_, v1, l1) = real_dump(&s, &format!("k{i}"), id);
+            for (dump, l) in [(v1, l1), v0_dump(&s, &format!("k{i}:v0"), id)] {
             let cases = cases_named(&dump.body, &l, "truncated");
             assert_eq!(cases.len(), dump.body.len());
             let got = restore_all(&s, &dump, &cases, None);
@@ -140,7 +169,8 @@ server_tests! {
                 assert_eq!(v, &Verdict::Refused, "truncated to {n}");
             }
             let restored = got.iter().filter(|v| **v != Verdict::Refused).count();
-            println!("{}: {} truncations of a {}-byte body, {restored} completed by the footer", kind.name(), got.len(), dump.body.len());
+            println!("{}: {} truncations of a {}-byte version {} body, {restored} completed by the footer", kind.name(), got.len(), dump.body.len(), l.encver);
+            }
         }
     }
 
@@ -148,25 +178,75 @@ server_tests! {
     /// and 0; and a length of 200 with 2 bytes present.
     fn huge_and_short_id_lengths_are_refused(kind: Kind) {
         let s = Server::start(kind);
+        for (dump, l) in both_versions(&s, "k") {
+            let cases = cases_named(&dump.body, &l, "id length");
+            assert_eq!(cases.len(), 13);
+            restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+            let cases = cases_named(&dump.body, &l, "id of 129 bytes");
+            restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+        }
+    }
+
+    /// Version 1: a claimed-from id over 128 bytes, equal to the lease's own id, or with a
+    /// length of 2^32-1 up to 2^64-1 (with and without bytes after it) or 200 with 2 bytes
+    /// present, is refused; one of 128 bytes loads.
+    fn bad_claimed_from_ids_are_refused(kind: Kind) {
+        let s = Server::start(kind);
+        let (_, dump, l) = real_dump(&s, "k", Some(b"lease-a"));
+        let cases = cases_named(&dump.body, &l, "claimed-from");
+        assert_eq!(cases.len(), 11, "{:?}", cases.iter().map(|c| &c.0).collect::<Vec<_>>());
+        restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+        let ok = payload::valid_v1_cases(&dump.body, &l);
+        let got = restore_all(&s, &dump, &ok[..1], None);
+        assert!(matches!(&got[0], Verdict::Restored { id, ttl, .. } if id == b"lease-a" && *ttl > 0), "{got:?}");
+        // A claimed lock's own dump keeps the relation: restored, its predecessor is CLAIMED.
+        let mut con = s.conn();
+        let claimed = payload::dump_claimed_lock(&mut con, "c", b"old", b"new");
+        let _: i64 = redis::cmd("DEL").arg("c").query(&mut con).unwrap();
+        let _: () = redis::cmd("RESTORE").arg("c").arg(0).arg(&claimed).query(&mut con).unwrap();
+        let err = redis::cmd("PYLOCK.CONFIRM").arg("c").arg("old").query::<Value>(&mut con).unwrap_err();
+        assert_eq!(err.code(), Some("CLAIMED"), "{err}");
+        assert_eq!(holder(&mut con, "c").expect("restored").lease.id_str(), "new");
+    }
+
+    /// Version 1: a deadline below -1 (-2, -1000, i64::MIN), a short or specially encoded one,
+    /// is refused. -1 (no deadline of its own) and a far one load.
+    fn bad_deadlines_are_refused(kind: Kind) {
+        let s = Server::start(kind);
         let (_, dump, l) = real_dump(&s, "k", None);
-        let cases = cases_named(&dump.body, &l, "id length");
-        assert_eq!(cases.len(), 13);
+        let (cases, encoded): (Vec<_>, Vec<_>) = cases_named(&dump.body, &l, "deadline")
+            .into_iter()
+            .partition(|(name, _)| name != "deadline special encoding 0xc0");
+        assert_eq!(cases.len(), 4);
         restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
-        let cases = cases_named(&dump.body, &l, "id of 129 bytes");
-        restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+        // Redis reads a length byte of special encoding as the value 0 (it ignores the flag
+        // for module values): a deadline of 0, long past, so the lease has ended.
+        restore_all(&s, &dump, &encoded, Some(&Verdict::Expired));
+        let ok = payload::valid_v1_cases(&dump.body, &l);
+        let got = restore_all(&s, &dump, &ok[1..], None);
+        assert!(matches!(got[0], Verdict::Restored { ttl: -1, .. }), "{got:?}");
+        assert!(matches!(got[1], Verdict::Restored { ttl, .. } if ttl > 900 * 365 * 86_400_000), "{got:?}");
+        // A deadline already past restores a lease that has ended: the key does not stay.
+        let mut past = dump.body.clone();
+        let (_, range) = l.deadline.clone().unwrap();
+        past.splice(range, payload::rdb_len_bytes(1_000));
+        let got = restore_all(&s, &dump, &[("deadline 1000".into(), past)], None);
+        assert_eq!(got, vec![Verdict::Expired]);
     }
 
     /// A wrong opcode before the token, before the id, or instead of EOF; a missing token; an
     /// encoding version this module does not know; a module type name nobody registered.
     fn wrong_opcodes_and_versions_are_refused(kind: Kind) {
         let s = Server::start(kind);
-        let (_, dump, l) = real_dump(&s, "k", None);
-        let mut cases = cases_named(&dump.body, &l, "opcode");
-        assert_eq!(cases.len(), 24);
-        cases.extend(cases_named(&dump.body, &l, "no token"));
-        cases.extend(cases_named(&dump.body, &l, "encoding version"));
-        cases.extend(cases_named(&dump.body, &l, "another module type"));
-        restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+        for (dump, l) in both_versions(&s, "k") {
+            let mut cases = cases_named(&dump.body, &l, "opcode");
+            // Version 1 adds the opcodes before the deadline and the claimed-from id.
+            assert_eq!(cases.len(), if l.encver == 0 { 24 } else { 38 });
+            cases.extend(cases_named(&dump.body, &l, "no "));
+            cases.extend(cases_named(&dump.body, &l, "encoding version"));
+            cases.extend(cases_named(&dump.body, &l, "another module type"));
+            restore_all(&s, &dump, &cases, Some(&Verdict::Refused));
+        }
     }
 
     /// Tokens no grant makes are refused: not positive, or beyond the plausible range (the
@@ -174,10 +254,11 @@ server_tests! {
     /// token sequence: the server grants afterwards, with tokens above what it held.
     fn bad_tokens_are_refused(kind: Kind) {
         let s = Server::start(kind);
-        let (_, dump, l) = real_dump(&s, "k", None);
-        let bad = cases_named(&dump.body, &l, "token");
-        assert_eq!(bad.len(), 6);
-        restore_all(&s, &dump, &bad, Some(&Verdict::Refused));
+        for (dump, l) in both_versions(&s, "k") {
+            let bad = cases_named(&dump.body, &l, "token");
+            assert_eq!(bad.len(), 6);
+            restore_all(&s, &dump, &bad, Some(&Verdict::Refused));
+        }
         // At the default log level a refused RESTORE writes nothing (see the verbose test).
         let log = payload::server_log(&s);
         assert!(!log.contains("refusing a stored lock"), "{log}");
@@ -206,7 +287,7 @@ server_tests! {
     /// rest are refused, except a short int32 that the footer completes.
     fn other_id_encodings_load_or_are_refused(kind: Kind) {
         let s = Server::start(kind);
-        let (_, dump, l) = real_dump(&s, "k", None);
+        for (dump, l) in both_versions(&s, "k") {
         let cases = cases_named(&dump.body, &l, "id as");
         let got = restore_all(&s, &dump, &cases, None);
         for ((name, _), v) in cases.iter().zip(&got) {
@@ -217,6 +298,7 @@ server_tests! {
                 "id as int32, 2 bytes" => {}
                 _ => assert_eq!(v, &Verdict::Refused, "{name}"),
             }
+        }
         }
     }
 
@@ -337,16 +419,24 @@ server_tests! {
             }, "pylock"),
             ("unknown encoding version", {
                 let mut r = rdb.clone();
-                r[base + l.module_id.end - 1] ^= 1;
+                r[base + l.module_id.end - 1] ^= 2;
                 r
-            }, "pylock: refusing a stored lock: lock encoding version 1 is unknown to this module"),
+            }, "pylock: refusing a stored lock: lock encoding version 3 is unknown to this module"),
             ("empty id", {
                 let id_opcode = base + l.id_opcode;
                 let mut r = rdb[..id_opcode + 1].to_vec();
                 r.push(0);
-                r.extend_from_slice(&rdb[id_opcode + 1 + (l.eof - l.id_header.start)..]);
+                r.extend_from_slice(&rdb[id_opcode + 1 + (l.id_data.end - l.id_header.start)..]);
                 r
             }, "pylock: refusing a stored lock: lease id of 0 bytes is outside 1..=128"),
+            ("deadline -2", {
+                let (opcode, range) = l.deadline.clone().expect("version 1");
+                let mut r = rdb[..base + opcode + 1].to_vec();
+                r.push(0x81);
+                r.extend_from_slice(&(-2i64).to_be_bytes());
+                r.extend_from_slice(&rdb[base + range.end..]);
+                r
+            }, "pylock: refusing a stored lock: lease deadline -2 is negative"),
         ];
         for (name, file, line) in cases {
             let (status, log) = start_on_rdb(kind, &file);

@@ -3,7 +3,8 @@
 //! Starts its own server(s). Sends `--count` generated commands (`pylock_check::malformed`) and
 //! checks every reply against the contract's model and that no key changed. Then, on a fresh
 //! server, `RESTORE`s the edge-case payloads and `--payloads` random mutations of real lock
-//! dumps with a recomputed CRC64 (`pylock_check::payload`): each must load a well-formed lock
+//! dumps (encoding version 1, and each as version 0) with a recomputed CRC64
+//! (`pylock_check::payload`): each must load a well-formed lock
 //! or get `ERR Bad data format`, and the server must stay up with no crash in its log. Exits 1
 //! on any violation. Options: `--count N` (100000), `--payloads N` (100000),
 //! `--server redis|valkey|both` (both), `--seed N`.
