@@ -1,4 +1,4 @@
-//! The four PYLOCK commands as [`redis::Cmd`]s, and the types their replies parse into.
+//! The PYLOCK commands as [`redis::Cmd`]s, and the types their replies parse into.
 //!
 //! [`LockFactory`](crate::LockFactory) and [`LockHandle`](crate::LockHandle) send one command
 //! at a time and wait for its reply. These builders are for everything else: a
@@ -13,16 +13,19 @@
 //! | command | reply | read it as |
 //! | --- | --- | --- |
 //! | [`acquire`] | a lease, or nil when another lease holds the lock | `Option<Lease>` |
-//! | [`confirm`] | a lease; `NOTHELD` / `NOTOWNED` errors | [`Lease`] |
-//! | [`release`] | integer 1; `NOTHELD` / `NOTOWNED` errors | `i64` or `()` |
+//! | [`confirm`] | a lease; `NOTHELD` / `NOTOWNED` / `CLAIMED` errors | [`Lease`] |
+//! | [`confirm`] with [`claim`](Confirm::claim) | the new lease; the same errors | [`Lease`] |
+//! | [`release`] | integer 1; `NOTHELD` / `NOTOWNED` / `CLAIMED` errors | `i64` or `()` |
 //! | [`info`] | nil when the lock is free, else the holder | `Option<LockInfo>` |
+//! | [`watch`] | why the lease ended, or nil on timeout | `Option<LeaseEnd>` |
 //!
-//! In a pipeline, an error reply (`NOTHELD`, `NOTOWNED`, `WRONGTYPE`) fails the whole `query`,
+//! In a pipeline, an error reply (`NOTHELD`, `NOTOWNED`, `CLAIMED`, `WRONGTYPE`) fails the whole `query`,
 //! although every command in it ran; the error lists the failed commands by index
 //! ([`redis::RedisError::into_server_errors`]). With
 //! [`ignore_errors`](redis::Pipeline::ignore_errors), read each reply as
 //! `redis::RedisResult<T>` instead, and turn an error into this crate's with
-//! [`Error::from_redis`](crate::Error::from_redis), which maps `NOTHELD` and `NOTOWNED`.
+//! [`Error::from_redis`](crate::Error::from_redis), which maps `NOTHELD`, `NOTOWNED` and
+//! `CLAIMED`.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -39,11 +42,13 @@
 //! ```
 //!
 //! Every command names one key, the lock's, as its first argument, so cluster pipelines route
-//! it; BLOCK does not wait inside `MULTI` (the server treats it as absent there).
+//! it; neither BLOCK nor WATCH waits inside `MULTI` (there, ACQUIRE … BLOCK does not queue and
+//! WATCH answers nil while the lease holds).
 
 use std::time::Duration;
 
 use pylock_core::reply::{Frame, InfoReply, LeaseReply};
+use pylock_core::watch::Reason;
 use redis::{Cmd, FromRedisValue, ParsingError, Value};
 
 use crate::{wire, Error};
@@ -79,13 +84,14 @@ pub fn acquire(key: impl Into<String>, ttl: Duration) -> Acquire {
     }
 }
 
-/// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms]`: checks that `lease_id` still holds the lock
-/// at `key`.
+/// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms] [CLAIM new-lease-id]`: checks that `lease_id`
+/// still holds the lock at `key`; with [`Confirm::claim`], takes the lease over under a new id.
 pub fn confirm(key: impl Into<String>, lease_id: impl Into<String>) -> Confirm {
     Confirm {
         key: key.into(),
         lease_id: lease_id.into(),
         extend: None,
+        claim: None,
     }
 }
 
@@ -101,6 +107,27 @@ pub fn release(key: impl Into<String>, lease_id: impl Into<String>) -> Release {
 /// `PYLOCK.INFO key`: who holds the lock at `key`, and how many wait for it.
 pub fn info(key: impl Into<String>) -> Info {
     Info { key: key.into() }
+}
+
+/// `PYLOCK.WATCH key lease-id [TIMEOUT timeout-ms]`: waits until `lease_id` stops holding the
+/// lock at `key`, and answers why ([`LeaseEnd`]); without [`Watch::timeout`] it waits
+/// without limit.
+///
+/// The command blocks the connection it is sent on: give it a connection of its own, whose
+/// read (sync) or response (async) timeout is longer than the wait. See
+/// [`LockHandle::watch`](crate::LockHandle::watch).
+///
+/// ```
+/// use std::time::Duration;
+/// let cmd = pylocks::cmd::watch("job:7", "lease-1").timeout(Duration::from_secs(5)).to_cmd();
+/// assert_eq!(cmd.args_iter().count(), 5); // name, key, lease, TIMEOUT ms
+/// ```
+pub fn watch(key: impl Into<String>, lease_id: impl Into<String>) -> Watch {
+    Watch {
+        key: key.into(),
+        lease_id: lease_id.into(),
+        timeout_ms: None,
+    }
 }
 
 /// A `PYLOCK.ACQUIRE` to send; made by [`acquire`].
@@ -177,12 +204,30 @@ pub struct Confirm {
     key: String,
     lease_id: String,
     extend: Option<Duration>,
+    claim: Option<String>,
 }
 
 impl Confirm {
     /// Also sets the lease's time left to `ttl` from now (`EXTEND`).
     pub fn extend(mut self, ttl: Duration) -> Self {
         self.extend = Some(ttl);
+        self
+    }
+
+    /// Takes the lease over under `new_lease_id` (`CLAIM`): the lock passes to the new id with
+    /// a new, greater fencing token, and is never free in between. The reply is the new lease.
+    ///
+    /// Sending the same claim again is safe: while `new_lease_id` holds the lock it claimed
+    /// from `lease_id`, the server answers with the same lease and token. A claim of the same
+    /// lease under any other id is refused with `CLAIMED`
+    /// ([`Error::Claimed`](crate::Error::Claimed)), and so is every later use of the old id,
+    /// which is how a duplicate run of a task learns that another run has the lease.
+    ///
+    /// `new_lease_id` takes 1 to 128 bytes and must differ from the lease id; the server
+    /// refuses others with `ERR invalid lease id`.
+    /// [`LockHandle::claim`](crate::LockHandle::claim) makes a fresh UUID for it.
+    pub fn claim(mut self, new_lease_id: impl Into<String>) -> Self {
+        self.claim = Some(new_lease_id.into());
         self
     }
 
@@ -196,6 +241,11 @@ impl Confirm {
         &self.lease_id
     }
 
+    /// The id the lease is claimed under, with [`claim`](Self::claim).
+    pub fn claim_id(&self) -> Option<&str> {
+        self.claim.as_deref()
+    }
+
     /// The command.
     ///
     /// # Errors
@@ -205,7 +255,7 @@ impl Confirm {
         let args = pylock_core::Confirm {
             lease: self.lease_id.as_bytes(),
             extend_ms: self.extend.map(wire::ttl_ms).transpose()?,
-            claim: None,
+            claim: self.claim.as_deref().map(str::as_bytes),
         }
         .to_args();
         Ok(command(pylock_core::Confirm::NAME, &self.key, args))
@@ -257,6 +307,139 @@ impl Info {
     /// The command. INFO takes nothing after the key.
     pub fn to_cmd(&self) -> Cmd {
         command(pylock_core::Info::NAME, &self.key, Vec::new())
+    }
+}
+
+/// A `PYLOCK.WATCH` to send; made by [`watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a builder sends nothing; turn it into a command with `to_cmd`"]
+pub struct Watch {
+    key: String,
+    lease_id: String,
+    timeout_ms: Option<i64>,
+}
+
+impl Watch {
+    /// Answers nil if the lease still holds after `timeout` (`TIMEOUT`). Sent in whole
+    /// milliseconds, at least 1, so that a zero timeout never becomes the protocol's "forever".
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(block_ms(Some(timeout)));
+        self
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lease watched.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// The command.
+    pub fn to_cmd(&self) -> Cmd {
+        let args = pylock_core::Watch {
+            lease: self.lease_id.as_bytes(),
+            timeout_ms: self.timeout_ms,
+        }
+        .to_args();
+        command(pylock_core::Watch::NAME, &self.key, args)
+    }
+}
+
+/// Why a lease is not, or no longer, held: the reply of `PYLOCK.WATCH` (read it as
+/// `Option<LeaseEnd>`, nil meaning the timeout passed with the lease still held).
+///
+/// The first three are answered at once, when the lease was already gone as WATCH was
+/// called; the others end a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseEnd {
+    /// Nobody held the lock when WATCH was called (`notheld`).
+    NotHeld,
+    /// Another lease held the lock when WATCH was called (`notowned`).
+    NotOwned,
+    /// The lease was claimed under another id (`claimed`), before or during the wait.
+    Claimed,
+    /// The lease released the lock (`released`).
+    Released,
+    /// Its deadline passed (`expired`).
+    Expired,
+    /// Another command removed or replaced the key: DEL, UNLINK, RENAME, MOVE, RESTORE, SET,
+    /// an EXPIRE earlier than the deadline, eviction (`deleted`).
+    Deleted,
+    /// FLUSHDB, FLUSHALL or SWAPDB (`flushed`).
+    Flushed,
+    /// Redis Cluster moved the key's slot to another node (`moved`).
+    Moved,
+    /// The server became a replica (`demoted`, or the server's own `UNBLOCKED` error, which
+    /// Redis and Valkey send every blocked client on a role change).
+    Demoted,
+}
+
+impl LeaseEnd {
+    /// The reply's text (`released`, `expired`, …).
+    pub fn as_str(self) -> &'static str {
+        self.reason().as_str()
+    }
+
+    fn reason(self) -> Reason {
+        match self {
+            LeaseEnd::NotHeld => Reason::NotHeld,
+            LeaseEnd::NotOwned => Reason::NotOwned,
+            LeaseEnd::Claimed => Reason::Claimed,
+            LeaseEnd::Released => Reason::Released,
+            LeaseEnd::Expired => Reason::Expired,
+            LeaseEnd::Deleted => Reason::Deleted,
+            LeaseEnd::Flushed => Reason::Flushed,
+            LeaseEnd::Moved => Reason::Moved,
+            LeaseEnd::Demoted => Reason::Demoted,
+        }
+    }
+
+    /// Reads a reply's text; `None` for a text the protocol does not define.
+    fn parse(text: &[u8]) -> Option<Self> {
+        Some(match Reason::parse(text)? {
+            Reason::NotHeld => LeaseEnd::NotHeld,
+            Reason::NotOwned => LeaseEnd::NotOwned,
+            Reason::Claimed => LeaseEnd::Claimed,
+            Reason::Released => LeaseEnd::Released,
+            Reason::Expired => LeaseEnd::Expired,
+            Reason::Deleted => LeaseEnd::Deleted,
+            Reason::Flushed => LeaseEnd::Flushed,
+            Reason::Moved => LeaseEnd::Moved,
+            Reason::Demoted => LeaseEnd::Demoted,
+            // A reason of a newer core: not one this client can name.
+            _ => return None,
+        })
+    }
+
+    /// Reads a WATCH reply: nil, or a reason.
+    pub(crate) fn from_value(value: &Value) -> Result<Option<Self>, String> {
+        let text = match value {
+            Value::Nil => return Ok(None),
+            Value::BulkString(b) => b.as_slice(),
+            Value::SimpleString(s) => s.as_bytes(),
+            other => return Err(format!("not a watch reply: {other:?}")),
+        };
+        Self::parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("unknown reason {:?}", String::from_utf8_lossy(text)))
+    }
+}
+
+impl std::fmt::Display for LeaseEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromRedisValue for LeaseEnd {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        Self::from_value(&v)?.ok_or_else(|| {
+            ParsingError::from("the lease still holds (nil): read the reply as Option<LeaseEnd>")
+        })
     }
 }
 
@@ -389,8 +572,25 @@ mod tests {
                 confirm("k", "l").extend(ms(7)).to_cmd(),
                 "pylock.confirm k l EXTEND 7",
             ),
+            (
+                confirm("k", "l").claim("m").to_cmd(),
+                "pylock.confirm k l CLAIM m",
+            ),
+            (
+                confirm("k", "l").claim("m").extend(ms(7)).to_cmd(),
+                "pylock.confirm k l EXTEND 7 CLAIM m",
+            ),
             (Ok(release("k", "l").to_cmd()), "pylock.release k l"),
             (Ok(info("k").to_cmd()), "pylock.info k"),
+            (Ok(watch("k", "l").to_cmd()), "pylock.watch k l"),
+            (
+                Ok(watch("k", "l").timeout(ms(250)).to_cmd()),
+                "pylock.watch k l TIMEOUT 250",
+            ),
+            (
+                Ok(watch("k", "l").timeout(Duration::ZERO).to_cmd()),
+                "pylock.watch k l TIMEOUT 1",
+            ),
         ];
         for (i, (cmd, want)) in cases.iter().enumerate() {
             let cmd = cmd.as_ref().unwrap_or_else(|e| panic!("case {i}: {e}"));
@@ -474,5 +674,25 @@ mod tests {
         );
         assert!(LockInfo::from_redis_value(Value::Nil).is_err());
         assert!(LockInfo::from_redis_value(lease).is_err());
+    }
+
+    #[test]
+    fn every_watch_reason_reads_back() {
+        for reason in Reason::ALL {
+            let end = LeaseEnd::parse(reason.as_str().as_bytes()).expect("a reason we name");
+            assert_eq!(end.reason(), reason);
+            let read = Option::<LeaseEnd>::from_redis_value(Value::BulkString(
+                reason.as_str().as_bytes().to_vec(),
+            ));
+            assert_eq!(read.unwrap(), Some(end));
+            assert_eq!(end.to_string(), reason.as_str());
+        }
+        assert_eq!(
+            Option::<LeaseEnd>::from_redis_value(Value::Nil).unwrap(),
+            None
+        );
+        assert!(LeaseEnd::from_redis_value(Value::Nil).is_err());
+        assert!(LeaseEnd::from_value(&Value::BulkString(b"gone".to_vec())).is_err());
+        assert!(LeaseEnd::from_value(&Value::Int(1)).is_err());
     }
 }

@@ -3,12 +3,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use pylock_core::error::{NOTHELD, NOTOWNED};
+use pylock_core::error::{CLAIMED, NOTHELD, NOTOWNED};
+
+use crate::cmd::LeaseEnd;
 
 /// Everything that can go wrong when taking, checking or giving back a lock.
 ///
-/// Server error codes are mapped in one place ([`Error::from_redis`]): `NOTHELD` and `NOTOWNED`
-/// become [`Error::NotHeld`] and [`Error::NotOwned`] with the server's text kept; every other
+/// Server error codes are mapped in one place ([`Error::from_redis`]): `NOTHELD`, `NOTOWNED`
+/// and `CLAIMED` become [`Error::NotHeld`], [`Error::NotOwned`] and [`Error::Claimed`] with the
+/// server's text kept; every other
 /// server error and every transport failure stays a [`redis::RedisError`] in [`Error::Redis`],
 /// whose `code()` remains readable.
 #[derive(Debug, Clone)]
@@ -32,6 +35,23 @@ pub enum Error {
         key: String,
         /// The server's error text, code first (`NOTOWNED …`).
         message: String,
+    },
+    /// The server answered `CLAIMED`: the lease was claimed under another id
+    /// ([`LockHandle::claim`](crate::LockHandle::claim)), so another run has it now. A
+    /// duplicate run of a task gets this and must not go on.
+    Claimed {
+        /// The lock's key.
+        key: String,
+        /// The server's error text, code first (`CLAIMED …`).
+        message: String,
+    },
+    /// `PYLOCK.WATCH` reported that the lease ended, and why: how the
+    /// [`Keeper`](crate::Keeper) reports a loss that its watch saw first.
+    LeaseEnded {
+        /// The lock's key.
+        key: String,
+        /// Why the lease ended.
+        reason: LeaseEnd,
     },
     /// The number of key parts differs from the factory's arity. Raised before any network call.
     Arity {
@@ -80,8 +100,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps a driver error for a command on `key`: `NOTHELD` and `NOTOWNED` become their own
-    /// variants with the server's text; anything else is kept as [`Error::Redis`].
+    /// Maps a driver error for a command on `key`: `NOTHELD`, `NOTOWNED` and `CLAIMED` become
+    /// their own variants with the server's text; anything else is kept as [`Error::Redis`].
     pub fn from_redis(key: &str, err: redis::RedisError) -> Self {
         let message = || match err.detail() {
             Some(detail) => format!("{} {detail}", err.code().unwrap_or_default()),
@@ -96,17 +116,40 @@ impl Error {
                 key: key.to_string(),
                 message: message(),
             },
+            Some(CLAIMED) => Error::Claimed {
+                key: key.to_string(),
+                message: message(),
+            },
             _ => Error::Redis(err),
         }
     }
 
-    /// Whether this error means the lease is gone: [`Error::NotHeld`], [`Error::NotOwned`] or
-    /// [`Error::Unconfirmed`]. Work done under such a lease must not be trusted.
+    /// Whether this error means the lease is gone: [`Error::NotHeld`], [`Error::NotOwned`],
+    /// [`Error::Claimed`], [`Error::LeaseEnded`] or [`Error::Unconfirmed`]. Work done under
+    /// such a lease must not be trusted.
     pub fn is_lease_lost(&self) -> bool {
         matches!(
             self,
-            Error::NotHeld { .. } | Error::NotOwned { .. } | Error::Unconfirmed { .. }
+            Error::NotHeld { .. }
+                | Error::NotOwned { .. }
+                | Error::Claimed { .. }
+                | Error::LeaseEnded { .. }
+                | Error::Unconfirmed { .. }
         )
+    }
+
+    /// Why the lease ended, when this error says: the reason of [`Error::LeaseEnded`], and
+    /// [`LeaseEnd::NotHeld`], [`LeaseEnd::NotOwned`] and [`LeaseEnd::Claimed`] for the server's
+    /// error codes. `None` for every other error, [`Error::Unconfirmed`] included (the client
+    /// could not learn what happened).
+    pub fn lease_end(&self) -> Option<LeaseEnd> {
+        match self {
+            Error::NotHeld { .. } => Some(LeaseEnd::NotHeld),
+            Error::NotOwned { .. } => Some(LeaseEnd::NotOwned),
+            Error::Claimed { .. } => Some(LeaseEnd::Claimed),
+            Error::LeaseEnded { reason, .. } => Some(*reason),
+            _ => None,
+        }
     }
 }
 
@@ -119,6 +162,12 @@ impl fmt::Display for Error {
             }
             Error::NotOwned { key, message } => {
                 write!(f, "lock {key:?} is held by another lease: {message}")
+            }
+            Error::Claimed { key, message } => {
+                write!(f, "lease on lock {key:?} was claimed under another id: {message}")
+            }
+            Error::LeaseEnded { key, reason } => {
+                write!(f, "lease on lock {key:?} ended: {reason}")
             }
             Error::Arity { expected, got } => {
                 write!(f, "lock key needs {expected} part(s), got {got}")

@@ -7,13 +7,17 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::cmd::{self, Lease};
+use crate::cmd::{self, Lease, LeaseEnd};
 #[cfg(feature = "aio")]
 use crate::keeper::Keeper;
 use crate::wire;
 use crate::Error;
 
 /// A lease on one lock: its key, lease id, fencing token and time left.
+///
+/// A handle also carries the id that [`claim`](Self::claim) would take the lease over under,
+/// made with the handle, so that a claim sent again from the same handle (or a clone) names the
+/// same new lease.
 ///
 /// A handle is plain data. It holds no connection, and dropping it makes no network call: a
 /// lease that is never released ends at its TTL. Every call that talks to Redis takes a
@@ -26,6 +30,7 @@ pub struct LockHandle {
     ttl_left: Duration,
     valid_until: Instant,
     lease_ttl: Duration,
+    claim_id: String,
 }
 
 /// What a [`LockHandle::releasing`] scope produced: the work's output and the release outcome,
@@ -71,6 +76,8 @@ impl LockHandle {
             ttl_left: Duration::ZERO,
             valid_until: sent,
             lease_ttl,
+            // Made as `cmd::acquire` makes a lease id: known before anything is sent.
+            claim_id: uuid::Uuid::new_v4().to_string(),
         };
         handle.update(lease, sent);
         handle
@@ -274,6 +281,185 @@ impl LockHandle {
         Ok(())
     }
 
+    /// The id [`claim`](Self::claim) takes the lease over under when given no id of its own: a
+    /// random UUID (version 4) made with this handle, the same for every clone of it.
+    pub fn claim_id(&self) -> &str {
+        &self.claim_id
+    }
+
+    /// The claim of this lease under [`claim_id`](Self::claim_id), for a pipeline
+    /// (`PYLOCK.CONFIRM key lease-id CLAIM new-id`). Its reply is the new [`Lease`]; turn it
+    /// into the new handle with [`claimed`](Self::claimed).
+    pub fn claim_cmd(&self) -> cmd::Confirm {
+        self.confirm_cmd().claim(&*self.claim_id)
+    }
+
+    /// Takes this lease over under a new id (`PYLOCK.CONFIRM … CLAIM`) and returns the new
+    /// lease's handle: the new id, a new fencing token greater than every token granted before
+    /// for the key, and the same deadline. The lock is never free in between.
+    ///
+    /// This is how a task that may run twice (a queue's redelivery, a retry while the first run
+    /// is still alive) makes sure only one run goes on: each run claims the lease it was given,
+    /// and only the first succeeds; every other gets [`Error::Claimed`].
+    ///
+    /// `new_id` names the new lease (1 to 128 bytes, not this lease's id); `None` uses
+    /// [`claim_id`](Self::claim_id). Either way the id is fixed before anything is sent, so a
+    /// claim sent again after a lost reply (a timeout, a broken connection), from this handle
+    /// with the same `new_id`, gets the same new lease and token back instead of `CLAIMED`.
+    /// This handle is left as it was, for such a retry; once the claim succeeded, its lease id
+    /// no longer holds the lock (CONFIRM and RELEASE of it get `CLAIMED`).
+    ///
+    /// ```no_run
+    /// # fn demo(people: &pylocks::LockFactory, con: &mut redis::Connection, lease_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let given = people.get_handle(con, [42], lease_id)?;
+    /// let mine = match given.claim(con, None) {
+    ///     Ok(mine) => mine,
+    ///     Err(pylocks::Error::Claimed { .. }) => return Ok(()), // another run has it: skip
+    ///     Err(pylocks::Error::Redis(e)) if e.is_io_error() => given.claim(con, None)?, // same claim
+    ///     Err(e) => return Err(e.into()),
+    /// };
+    /// assert!(mine.token() > given.token());
+    /// mine.releasing(con, |con| { /* the critical section, fenced with mine.token() */ }).into_result()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Claimed`] when the lease was claimed under another id;
+    /// - [`Error::NotHeld`] or [`Error::NotOwned`] when the lease is lost;
+    /// - [`Error::Redis`] for transport failures and other server errors (`ERR invalid lease
+    ///   id` for a `new_id` that is empty, over 128 bytes or this lease's id);
+    /// - [`Error::UnexpectedReply`], also when the reply names another lease than `new_id`.
+    pub fn claim<C: redis::ConnectionLike + ?Sized>(
+        &self,
+        con: &mut C,
+        new_id: Option<&str>,
+    ) -> Result<LockHandle, Error> {
+        let request = self.claim_request(new_id);
+        let cmd = request.to_cmd()?;
+        let sent = Instant::now();
+        let reply = wire::run(con, &cmd);
+        self.claimed(&request, wire::confirm_reply(&self.key, reply)?, sent)
+    }
+
+    /// Async [`claim`](Self::claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`claim`](Self::claim).
+    #[cfg(feature = "aio")]
+    pub async fn claim_async<C: redis::aio::ConnectionLike + ?Sized>(
+        &self,
+        con: &mut C,
+        new_id: Option<&str>,
+    ) -> Result<LockHandle, Error> {
+        let request = self.claim_request(new_id);
+        let cmd = request.to_cmd()?;
+        let sent = Instant::now();
+        let reply = wire::run_async(con, &cmd).await;
+        self.claimed(&request, wire::confirm_reply(&self.key, reply)?, sent)
+    }
+
+    fn claim_request(&self, new_id: Option<&str>) -> cmd::Confirm {
+        self.confirm_cmd().claim(new_id.unwrap_or(&self.claim_id))
+    }
+
+    /// The handle of the lease a claim of this one granted, for a claim sent outside the
+    /// handle ([`claim_cmd`](Self::claim_cmd) in a pipeline): `lease` is its reply and `sent`
+    /// when it was sent. The new handle renews with this handle's
+    /// [`lease_ttl`](Self::lease_ttl).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedReply`] when `request` is not a claim, or `lease` is not the lease it
+    /// names.
+    pub fn claimed(
+        &self,
+        request: &cmd::Confirm,
+        lease: Lease,
+        sent: Instant,
+    ) -> Result<LockHandle, Error> {
+        if request.claim_id() != Some(lease.id.as_str()) {
+            return Err(Error::UnexpectedReply {
+                command: pylock_core::Confirm::NAME,
+                detail: format!(
+                    "the claim named lease {:?}, the reply {:?}",
+                    request.claim_id(),
+                    lease.id
+                ),
+            });
+        }
+        Ok(Self::new(self.key.clone(), lease, sent, self.lease_ttl))
+    }
+
+    /// Waits until this lease stops holding the lock, and says why (`PYLOCK.WATCH`).
+    ///
+    /// Answers at once when the lease is already gone ([`LeaseEnd::NotHeld`],
+    /// [`LeaseEnd::NotOwned`], [`LeaseEnd::Claimed`]); otherwise blocks until it ends
+    /// (released, expired, claimed, deleted, flushed, moved, demoted). `Ok(None)` when
+    /// `timeout` passed with the lease still held (`None`: no limit), or when another client
+    /// ended the wait with `CLIENT UNBLOCK`. Renewals (`EXTEND`) do not end the wait.
+    ///
+    /// The wait blocks the whole connection on the server: use a connection of its own. A sync
+    /// `redis::Connection` needs a read timeout longer than `timeout` (none, the default, is
+    /// fine); otherwise the client gives up first with an I/O error while the server still
+    /// waits. [`Keeper`]s started with [`keep_alive_watching`](Self::keep_alive_watching)
+    /// watch for you.
+    ///
+    /// ```no_run
+    /// # fn demo(client: &redis::Client, handle: &pylocks::LockHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let mut watching = client.get_connection()?;
+    /// match handle.watch(&mut watching, Some(Duration::from_secs(5)))? {
+    ///     None => println!("still held"),
+    ///     Some(end) => println!("the lease ended: {end}"), // released, expired, claimed, …
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] for transport failures (a read timeout too) and other server errors
+    /// (`WRONGTYPE`); [`Error::UnexpectedReply`]. The server's `UNBLOCKED` error on a role
+    /// change is not an error: it reads as [`LeaseEnd::Demoted`].
+    pub fn watch<C: redis::ConnectionLike + ?Sized>(
+        &self,
+        con: &mut C,
+        timeout: Option<Duration>,
+    ) -> Result<Option<LeaseEnd>, Error> {
+        let reply = wire::run(con, &self.watch_cmd(timeout).to_cmd());
+        wire::watch_reply(&self.key, reply)
+    }
+
+    /// Async [`watch`](Self::watch).
+    ///
+    /// The connection's response timeout must exceed `timeout`: `MultiplexedConnection` and
+    /// `ConnectionManager` give up after 500 ms unless configured otherwise (for example with
+    /// `redis::AsyncConnectionConfig::new().set_response_timeout(None)`), and a connection
+    /// shared with other work would wait behind the watch.
+    ///
+    /// # Errors
+    ///
+    /// As [`watch`](Self::watch).
+    #[cfg(feature = "aio")]
+    pub async fn watch_async<C: redis::aio::ConnectionLike + ?Sized>(
+        &self,
+        con: &mut C,
+        timeout: Option<Duration>,
+    ) -> Result<Option<LeaseEnd>, Error> {
+        let reply = wire::run_async(con, &self.watch_cmd(timeout).to_cmd()).await;
+        wire::watch_reply(&self.key, reply)
+    }
+
+    /// The WATCH of this lease, waiting up to `timeout` (`None`: no limit).
+    pub fn watch_cmd(&self, timeout: Option<Duration>) -> cmd::Watch {
+        let watch = cmd::watch(&*self.key, &*self.lease_id);
+        match timeout {
+            Some(t) => watch.timeout(t),
+            None => watch,
+        }
+    }
+
     /// Gives the lock back (`PYLOCK.RELEASE`). A lease that was already lost is reported as an
     /// error, never as success: the work done under it may have overlapped another holder's.
     ///
@@ -388,6 +574,35 @@ impl LockHandle {
     where
         C: redis::aio::ConnectionLike + Send + 'static,
     {
-        Keeper::start(self, con)
+        Keeper::start(self, con, None)
+    }
+
+    /// A [`Keeper`] that also watches the lease (`PYLOCK.WATCH`) on a connection of its own,
+    /// opened from `client`, so that a loss is signalled within milliseconds of the lease's end
+    /// rather than at the next renewal, with the reason ([`Error::LeaseEnded`]). Renewal is as
+    /// for [`keep_alive`](Self::keep_alive), on `con`. `client` must name the same server as
+    /// `con` (on a cluster, the key's primary).
+    ///
+    /// ```no_run
+    /// # async fn demo(people: pylocks::LockFactory) -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+    /// let mut con = client.get_multiplexed_async_connection().await?;
+    /// let keeper = people.acquire_async(&mut con, [42]).await?.keep_alive_watching(con.clone(), client);
+    /// match keeper.while_held(async { /* a long computation */ }).await {
+    ///     Ok(()) => keeper.release(&mut con).await?,
+    ///     Err(lost) => eprintln!("stopped: {lost} ({:?})", lost.lease_end()), // e.g. Some(Deleted)
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    #[cfg(feature = "aio")]
+    pub fn keep_alive_watching<C>(self, con: C, client: redis::Client) -> Keeper
+    where
+        C: redis::aio::ConnectionLike + Send + 'static,
+    {
+        Keeper::start(self, con, Some(client))
     }
 }

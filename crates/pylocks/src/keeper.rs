@@ -1,8 +1,11 @@
 //! [`Keeper`]: renews a lease in the background for a long task, and says at once when it is lost.
 
 use std::future::Future;
+use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,24 +19,36 @@ use crate::{Error, LockHandle};
 pub enum LeaseStatus {
     /// Every renewal so far succeeded.
     Held,
-    /// The lease is lost: [`Error::NotHeld`], [`Error::NotOwned`], or [`Error::Unconfirmed`]
-    /// when the server could not be reached before the lease was due to expire.
+    /// The lease is lost: [`Error::LeaseEnded`] with the reason when the keeper's watch saw it
+    /// end; [`Error::NotHeld`], [`Error::NotOwned`] or [`Error::Claimed`] when a renewal was
+    /// refused; or [`Error::Unconfirmed`] when the server could not be reached before the lease
+    /// was due to expire. [`Error::lease_end`] gives the reason of all but the last.
     Lost(Error),
 }
 
 /// Renews a lease in the background so that a task may outlive the lease's TTL.
 ///
-/// Started with [`LockHandle::keep_alive`]. Every third of the lease TTL it sends
-/// `PYLOCK.CONFIRM key lease EXTEND ttl`. When a renewal fails it does not carry on silently:
+/// Started with [`LockHandle::keep_alive`] or [`LockHandle::keep_alive_watching`]. Every third
+/// of the lease TTL it sends `PYLOCK.CONFIRM key lease EXTEND ttl`. When a renewal fails it
+/// does not carry on silently:
 ///
-/// - `NOTHELD` or `NOTOWNED`: the lease is lost at once;
+/// - `NOTHELD`, `NOTOWNED` or `CLAIMED`: the lease is lost at once;
 /// - any other failure (transport, timeout): it retries until the instant the lease may have
 ///   expired ([`LockHandle::valid_until`]), then reports [`Error::Unconfirmed`].
+///
+/// A keeper from [`keep_alive_watching`](LockHandle::keep_alive_watching) also waits on
+/// `PYLOCK.WATCH` on a connection of its own, so that a lease that ends between renewals (a
+/// `DEL`, a `FLUSHALL`, a claim or release by another process) is reported within milliseconds,
+/// as [`Error::LeaseEnded`] with the reason. A watch connection that fails is opened again,
+/// with a backoff; a server that refuses WATCH altogether (a module without it, an ACL) leaves
+/// the renewals alone to find a loss.
 ///
 /// The task learns of a loss through [`LeaseWatch`] ([`Keeper::watch`]), or by running its
 /// work inside [`Keeper::while_held`], which stops the work as soon as the lease is lost.
 ///
 /// Dropping a keeper aborts the renewing task; it sends nothing, and the lease ends at its TTL.
+/// The watch connection closes with the task; the server drops its wait then, or at the latest
+/// when the watch's bounded wait runs out.
 /// Call [`Keeper::release`] to give the lock back.
 #[derive(Debug)]
 pub struct Keeper {
@@ -83,12 +98,14 @@ impl LeaseWatch {
 }
 
 impl Keeper {
-    pub(crate) fn start<C>(handle: LockHandle, con: C) -> Self
+    /// Starts the task; with `watch_from`, it also watches the lease on a connection it opens
+    /// from that client.
+    pub(crate) fn start<C>(handle: LockHandle, con: C, watch_from: Option<redis::Client>) -> Self
     where
         C: redis::aio::ConnectionLike + Send + 'static,
     {
         let (tx, rx) = watch::channel(LeaseStatus::Held);
-        let task = tokio::spawn(renew(handle.clone(), con, tx));
+        let task = tokio::spawn(keep(handle.clone(), con, watch_from, tx));
         Keeper {
             handle,
             watch: LeaseWatch(rx),
@@ -115,8 +132,8 @@ impl Keeper {
     ///
     /// # Errors
     ///
-    /// The loss ([`Error::NotHeld`], [`Error::NotOwned`] or [`Error::Unconfirmed`]) as soon as
-    /// the keeper finds the lease lost; `work` is then dropped where it stood.
+    /// The loss (see [`LeaseStatus::Lost`]) as soon as the keeper finds the lease lost; `work`
+    /// is then dropped where it stood.
     pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output, Error> {
         let mut watch = self.watch.clone();
         let mut lost = std::pin::pin!(async move {
@@ -167,9 +184,104 @@ impl Keeper {
     }
 }
 
-/// The renewing task: extends every third of the TTL, retries transport failures until the
-/// lease may have expired, and publishes a loss before it ends.
-async fn renew<C>(mut handle: LockHandle, mut con: C, status: watch::Sender<LeaseStatus>)
+/// The keeper's task: renews and, with a client, watches, until one of them finds the lease
+/// lost; then publishes the loss and ends. Both run in this one task so that aborting it stops
+/// both, and whichever learns of the end first reports it.
+async fn keep<C>(
+    handle: LockHandle,
+    con: C,
+    watch_from: Option<redis::Client>,
+    status: watch::Sender<LeaseStatus>,
+) where
+    C: redis::aio::ConnectionLike + Send + 'static,
+{
+    let mut renewal = pin!(renew(handle.clone(), con));
+    let mut watching = pin!(async {
+        match watch_from {
+            Some(client) => watch_lease(&handle, client).await,
+            None => std::future::pending().await,
+        }
+    });
+    let loss = std::future::poll_fn(|cx| {
+        if let Poll::Ready(e) = watching.as_mut().poll(cx) {
+            return Poll::Ready(e);
+        }
+        renewal.as_mut().poll(cx)
+    })
+    .await;
+    status.send_replace(LeaseStatus::Lost(loss));
+}
+
+/// How long one `PYLOCK.WATCH` may wait on the server before it answers nil and is sent again.
+///
+/// The watch ends with the keeper by closing its connection (the task is aborted, and `Drop`
+/// sends nothing), not by `CLIENT UNBLOCK` from the renewal connection: that would need a
+/// network call when the keeper stops, which `Drop` cannot make, and the client id of a
+/// connection the driver may have reopened. A closed connection ends the server's wait at
+/// once; the bound on each wait is what makes that hold even where the close is not seen
+/// (a half-open connection, a driver that keeps the socket until the reply comes), and what
+/// lets the keeper notice a watch connection that went silent.
+const WATCH_WAIT: Duration = Duration::from_secs(2);
+/// How much longer than [`WATCH_WAIT`] the client waits for the answer before it takes the
+/// watch connection for dead and opens another.
+const WATCH_SLACK: Duration = Duration::from_secs(2);
+/// The first and the longest pause before the watch connection is opened again.
+const WATCH_RETRY: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// Watches the lease on a connection of its own, in bounded waits, until it ends; returns the
+/// loss. Transport failures reopen the connection with a backoff, for as long as the keeper
+/// runs: the renewals bound that, since a server that cannot be reached ends in
+/// [`Error::Unconfirmed`]. A server that refuses WATCH (no retry helps) leaves the renewals alone
+/// to find a loss: this then waits forever.
+async fn watch_lease(handle: &LockHandle, client: redis::Client) -> Error {
+    // The response timeout is ours (`WATCH_WAIT + WATCH_SLACK`), not the driver's 500 ms
+    // default, which would end every wait early.
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(WATCH_SLACK))
+        .set_response_timeout(None);
+    let mut con = None;
+    let mut pause = WATCH_RETRY.0;
+    loop {
+        let c = match &mut con {
+            Some(c) => c,
+            None => match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(c) => con.insert(c),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WATCH_RETRY.1);
+                    continue;
+                }
+            },
+        };
+        let wait = handle.watch_async(c, Some(WATCH_WAIT));
+        match tokio::time::timeout(WATCH_WAIT + WATCH_SLACK, wait).await {
+            // Still held (or another client unblocked the wait): wait again.
+            Ok(Ok(None)) => pause = WATCH_RETRY.0,
+            Ok(Ok(Some(reason))) => {
+                return Error::LeaseEnded {
+                    key: handle.key().to_string(),
+                    reason,
+                }
+            }
+            Ok(Err(Error::Redis(e))) if matches!(e.retry_method(), redis::RetryMethod::NoRetry) => {
+                return std::future::pending().await;
+            }
+            // A transport failure, or no answer in time: open a new connection.
+            Ok(Err(_)) | Err(_) => {
+                con = None;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(WATCH_RETRY.1);
+            }
+        }
+    }
+}
+
+/// The renewals: extends every third of the TTL, retries transport failures until the lease
+/// may have expired, and returns the loss.
+async fn renew<C>(mut handle: LockHandle, mut con: C) -> Error
 where
     C: redis::aio::ConnectionLike + Send + 'static,
 {
@@ -185,7 +297,7 @@ where
     };
     let mut wait = next_renewal(&handle);
     let mut last_error: Option<redis::RedisError> = None;
-    let loss = loop {
+    loop {
         tokio::time::sleep(wait).await;
         let deadline = Instant::from_std(handle.valid_until());
         let attempt = handle.confirm_with_async(&mut con, Some(ttl));
@@ -194,14 +306,14 @@ where
                 last_error = None;
                 wait = next_renewal(&handle);
             }
-            Ok(Err(e)) if e.is_lease_lost() => break e,
+            Ok(Err(e)) if e.is_lease_lost() => return e,
             Ok(Err(e)) => {
                 if let Error::Redis(e) = e {
                     last_error = Some(e);
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    break Error::Unconfirmed {
+                    return Error::Unconfirmed {
                         key: handle.key().to_string(),
                         cause: last_error,
                     };
@@ -209,12 +321,11 @@ where
                 wait = retry.min(deadline - now);
             }
             Err(_elapsed) => {
-                break Error::Unconfirmed {
+                return Error::Unconfirmed {
                     key: handle.key().to_string(),
                     cause: last_error,
                 }
             }
         }
-    };
-    status.send_replace(LeaseStatus::Lost(loss));
+    }
 }

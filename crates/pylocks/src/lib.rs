@@ -187,6 +187,7 @@ mod keeper;
 mod key;
 mod wire;
 
+pub use cmd::LeaseEnd;
 pub use error::Error;
 pub use factory::{Durability, LockFactory, LockFactoryBuilder};
 pub use handle::{LockHandle, Released};

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use pylock_core::{Acquire, Confirm, Release};
+use pylock_core::{Acquire, Confirm, Release, Watch};
 use redis::{Cmd, RedisError, Value};
 
-use crate::cmd::Lease;
+use crate::cmd::{Lease, LeaseEnd};
 use crate::Error;
 
 /// Sends `cmd` on a sync connection; a server error reply becomes `Err`.
@@ -57,6 +57,34 @@ pub(crate) fn acquire_reply(key: &str, reply: Result<Value, RedisError>) -> Resu
 pub(crate) fn confirm_reply(key: &str, reply: Result<Value, RedisError>) -> Result<Lease, Error> {
     let value = reply.map_err(|e| Error::from_redis(key, e))?;
     lease(Confirm::NAME, &value)
+}
+
+/// The error code Redis and Valkey give a blocked client they end themselves: on a role change
+/// (which WATCH's contract reads as `demoted`) and on `CLIENT UNBLOCK … ERROR`.
+const UNBLOCKED: &str = "UNBLOCKED";
+
+/// Reads a WATCH reply: nil (the timeout passed, or `CLIENT UNBLOCK`), or why the lease ended.
+///
+/// The server's own `UNBLOCKED` error on a role change stands for [`LeaseEnd::Demoted`], as
+/// the contract says. The same code also answers `CLIENT UNBLOCK … ERROR`, which is not a role
+/// change; its text (`… via CLIENT UNBLOCK`) tells it apart, and it reads as the plain
+/// `CLIENT UNBLOCK` does: nil.
+pub(crate) fn watch_reply(
+    key: &str,
+    reply: Result<Value, RedisError>,
+) -> Result<Option<LeaseEnd>, Error> {
+    let value = match reply {
+        Ok(value) => value,
+        Err(e) if e.code() == Some(UNBLOCKED) => {
+            let by_client_unblock = e.detail().is_some_and(|d| d.contains("CLIENT UNBLOCK"));
+            return Ok((!by_client_unblock).then_some(LeaseEnd::Demoted));
+        }
+        Err(e) => return Err(Error::from_redis(key, e)),
+    };
+    LeaseEnd::from_value(&value).map_err(|detail| Error::UnexpectedReply {
+        command: Watch::NAME,
+        detail,
+    })
 }
 
 /// Reads a lease reply to `command`.
