@@ -90,7 +90,8 @@ pub struct Watched<'a> {
     pub id: &'a [u8],
     /// The fencing token of its grant.
     pub token: i64,
-    /// The lease's own deadline as last seen (Unix ms), `None` if it has none.
+    /// The lease's own deadline as last seen (Unix ms), `None` if it has none. Not the key's
+    /// expiry, which a generic command may have set earlier.
     pub deadline_ms: Option<i64>,
 }
 
@@ -127,8 +128,9 @@ pub fn ended(
     }
     Some(match current {
         Some(s) if s.is_live(now_ms) && s.claimed_from == Some(watched.id) => Reason::Claimed,
-        // Still stored but past its deadline.
-        Some(s) if s.id == watched.id && s.token == watched.token => Reason::Expired,
+        // Still stored but past its deadline: its own (expired), or an earlier TTL that a
+        // generic command set (deleted; Redis had not removed the key yet).
+        Some(s) if s.id == watched.id && s.token == watched.token => watched.key_expired(now_ms),
         // Gone, or replaced, with nothing to say how: Redis's expiry reports itself, so
         // whatever else removed it was another command.
         _ => match watched.deadline_ms {
@@ -199,11 +201,18 @@ mod tests {
                 None,
                 Some(Reason::Claimed),
             ),
+            // Stored past its deadline: its own (expired), or an earlier TTL (deleted).
+            (
+                Some(state(b"a", 5, NOW + 100, None)),
+                NOW + 100,
+                None,
+                Some(Reason::Expired),
+            ),
             (
                 Some(state(b"a", 5, NOW, None)),
                 NOW,
                 None,
-                Some(Reason::Expired),
+                Some(Reason::Deleted),
             ),
             (None, NOW, None, Some(Reason::Deleted)),
             (None, NOW + 100, None, Some(Reason::Expired)),

@@ -297,7 +297,14 @@ pub(crate) fn block(
 
 /// Blocks the calling client until the lease `held` (live, at `key`) ends or `timeout_ms`
 /// passes (0 or `None`: forever). Answers nil at once when the client cannot block.
-pub(crate) fn watch(ctx: Ctx, key: &Arg, held: LeaseState<'_>, timeout_ms: Option<i64>) -> Replied {
+/// `own_deadline_ms` is the lease's own deadline (the key's expiry may be earlier).
+pub(crate) fn watch(
+    ctx: Ctx,
+    key: &Arg,
+    held: LeaseState<'_>,
+    own_deadline_ms: Option<i64>,
+    timeout_ms: Option<i64>,
+) -> Replied {
     let Some(client) = ctx.block::<delivery::LeaseWatcher>() else {
         return ctx.reply_nil();
     };
@@ -312,7 +319,7 @@ pub(crate) fn watch(ctx: Ctx, key: &Arg, held: LeaseState<'_>, timeout_ms: Optio
                 client,
                 lease: held.id.into(),
                 token: held.token,
-                deadline_ms: held.expires_at_ms,
+                deadline_ms: own_deadline_ms,
             });
         }
     });

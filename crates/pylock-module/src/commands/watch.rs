@@ -62,7 +62,8 @@ impl Command for Watch {
         };
         match (lease::watch(state, &req, now), state) {
             (Ok(()), Some(held)) if ctx.flags().may_block() => {
-                blocking::watch(ctx, key, held, req.timeout_ms)
+                let own = lock.lock().ok().flatten().and_then(|l| l.deadline_ms());
+                blocking::watch(ctx, key, held, own.or(held.expires_at_ms), req.timeout_ms)
             }
             (Ok(()), _) => ctx.reply_nil(),
             (Err(e), _) => match Reason::at_call(e) {
