@@ -152,8 +152,12 @@ fn plot_tsv(argv: &[String]) -> Result<(), String> {
         let [label, ratio, kind, target] = f[..] else {
             return Err(format!("{input}: not 4 fields: {line}"));
         };
-        let ratio: f64 = ratio.parse().map_err(|_| format!("{input}: bad ratio in {line}"))?;
-        let t: f64 = target.parse().map_err(|_| format!("{input}: bad target in {line}"))?;
+        let ratio: f64 = ratio
+            .parse()
+            .map_err(|_| format!("{input}: bad ratio in {line}"))?;
+        let t: f64 = target
+            .parse()
+            .map_err(|_| format!("{input}: bad target in {line}"))?;
         let target = match kind {
             "atmost" => Some(Target::AtMost(t)),
             "atleast" => Some(Target::AtLeast(t)),
