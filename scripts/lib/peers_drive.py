@@ -113,6 +113,48 @@ class PylocksPipelined:
         return t0, t1
 
 
+class PylocksChained(PylocksPipelined):
+    """A further prototype: the release carries the next acquire. One pipeline a cycle,
+    [SET counter, RELEASE, ACQUIRE … BLOCK, GET counter]: the hand-off, the worker's place at the
+    back of the queue and its next read all in one write, so one round trip a grant."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        super().__init__(r)
+        self.held: Any = None  # (lease, value) of the grant not yet released
+
+    def _pipe(self) -> Any:
+        p = self.r.pipeline(transaction=False)
+        if self.held is not None:
+            lease, value = self.held
+            p.set(COUNTER, int(value or 0) + 1)
+            p.execute_command("PYLOCK.RELEASE", self.key, lease)
+        return p
+
+    def cycle(self, section_s: float) -> Tuple[float, float]:
+        lease = str(self.uuid.uuid4())
+        p = self._pipe()
+        p.execute_command("PYLOCK.ACQUIRE", self.key, TTL_S * 1000, "LEASE", lease, "BLOCK", WAIT_S * 1000)
+        p.get(COUNTER)
+        t0 = time.monotonic()
+        replies = p.execute()
+        t1 = time.monotonic()
+        if self.held is not None and replies[1] != 1:
+            raise RuntimeError(f"RELEASE replied {replies[1]!r}")
+        if replies[-2] is None:
+            raise RuntimeError("ACQUIRE timed out")
+        self.held = (lease, replies[-1])
+        if section_s:
+            time.sleep(section_s)
+        return t0, t1
+
+    def finish(self) -> None:
+        if self.held is not None:
+            _, released = self._pipe().execute()
+            if released != 1:
+                raise RuntimeError(f"RELEASE replied {released!r}")
+            self.held = None
+
+
 class RedisPyLock:
     """redis-py's Lock: SET NX PX, and when held, sleep `sleep` seconds and try again."""
 
@@ -206,6 +248,8 @@ LIBRARIES: Dict[str, Tuple[str, Callable[[redis.Redis], Any]]] = {
     "pottery": ("pottery Redlock, one master (0–0.2 s random retry)", PotteryRedlock),
     "pylocks-pipe": ("prototype: pylocks commands, GET pipelined with ACQUIRE, SET with RELEASE",
                      PylocksPipelined),
+    "pylocks-chain": ("prototype: one pipeline a cycle, SET + RELEASE + next ACQUIRE … BLOCK + GET",
+                      PylocksChained),
     "redis-py-pipe": ("prototype: redis-py Lock 0.1 s, GET pipelined with SET NX, SET with release",
                       RedisPyLockPipelined),
 }
@@ -267,6 +311,9 @@ def worker(port: int, lib: str, section_s: float, secs: float, ready: Any, go: A
             grants += 1
             if t1 < t_end:
                 waits.append(t1 - t0)
+        finish = getattr(lock, "finish", None)
+        if finish is not None:
+            finish()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         out.put({"pid": os.getpid(), "waits": waits, "grants": grants, "cpu": cpu,
