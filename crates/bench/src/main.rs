@@ -139,7 +139,48 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// `bench plot-tsv IN.tsv OUT.png CAPTION`: draws ratios computed elsewhere (scripts/bench-peers
+/// writes them), one `label TAB ratio TAB none|atmost|atleast TAB target` line each.
+fn plot_tsv(argv: &[String]) -> Result<(), String> {
+    let [input, output, caption] = argv else {
+        return Err("usage: bench plot-tsv IN.tsv OUT.png CAPTION".into());
+    };
+    let text = std::fs::read_to_string(input).map_err(|e| format!("{input}: {e}"))?;
+    let mut ratios = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [label, ratio, kind, target] = f[..] else {
+            return Err(format!("{input}: not 4 fields: {line}"));
+        };
+        let ratio: f64 = ratio
+            .parse()
+            .map_err(|_| format!("{input}: bad ratio in {line}"))?;
+        let t: f64 = target
+            .parse()
+            .map_err(|_| format!("{input}: bad target in {line}"))?;
+        let target = match kind {
+            "atmost" => Some(Target::AtMost(t)),
+            "atleast" => Some(Target::AtLeast(t)),
+            _ => None,
+        };
+        ratios.push(Ratio {
+            label: label.to_string(),
+            ratio,
+            target,
+        });
+    }
+    plot::ratios(output, &ratios, caption)
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("plot-tsv") {
+        if let Err(e) = plot_tsv(&argv[1..]) {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
