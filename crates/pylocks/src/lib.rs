@@ -188,7 +188,7 @@ mod key;
 mod wire;
 
 pub use error::Error;
-pub use factory::{Durability, LockFactory, LockFactoryBuilder};
+pub use factory::{Durability, LockFactory, LockFactoryBuilder, DEFAULT_ROOT_PREFIX};
 pub use handle::{LockHandle, Released};
 #[cfg(feature = "aio")]
 pub use keeper::{Keeper, LeaseStatus, LeaseWatch};
