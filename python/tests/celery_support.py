@@ -12,6 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+import kombu.exceptions
+import redis
+
 TESTS = Path(__file__).resolve().parent
 WORKER_READY_TIMEOUT = 45.0
 
@@ -30,34 +33,46 @@ class Worker:
     """``celery -A lockapp worker`` as a subprocess in its own process group."""
 
     def __init__(self, lockapp: ModuleType, name: str, log: Path, *, pool: str = "prefork",
-                 concurrency: int = 2, queues: str = "celery") -> None:
+                 concurrency: int = 2, queues: str = "celery", app: str = "lockapp",
+                 app_dir: Path = TESTS, env_drop: tuple = ()) -> None:
+        """``lockapp``: the producer's copy of the app (its ``celery_app`` answers pings);
+        ``app``: what the worker imports (``-A``), from ``app_dir``; ``env_drop``: variables
+        the worker must not inherit."""
         self.lockapp = lockapp
         self.name = name
         self.log = log
-        env = dict(os.environ)
-        env["PYLOCKS_TEST_REDIS_PORT"] = str(lockapp.PORT)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        env = {k: v for k, v in os.environ.items() if k not in env_drop}
+        if hasattr(lockapp, "PORT"):
+            env["PYLOCKS_TEST_REDIS_PORT"] = str(lockapp.PORT)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(app_dir), env.get("PYTHONPATH")]))
         argv = [
-            sys.executable, "-m", "celery", "-A", "lockapp", "worker",
+            sys.executable, "-m", "celery", "-A", app, "worker",
             "-P", pool, "-c", str(concurrency), "-Q", queues, "-n", name,
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
         ]
         self._log_file = open(log, "ab")
-        self.proc = subprocess.Popen(argv, cwd=TESTS, env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, cwd=app_dir, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def wait_ready(self, timeout: float = WORKER_READY_TIMEOUT) -> None:
         """Until the worker answers a broadcast ping (it consumes from then on)."""
         deadline = time.monotonic() + timeout
+        last_error: Optional[BaseException] = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            replies = self.lockapp.celery_app.control.ping(destination=[self.name], timeout=0.5)
+            try:
+                replies = self.lockapp.celery_app.control.ping(destination=[self.name], timeout=0.5)
+            except (ConnectionError, redis.ConnectionError, kombu.exceptions.OperationalError) as err:
+                last_error = err  # a pooled socket of a server that was stopped: the next ping reconnects
+                time.sleep(0.1)
+                continue
             if any(self.name in reply for reply in replies):
                 return
         self.stop()
-        raise RuntimeError(f"worker {self.name} not ready in {timeout}s:\n{self.log_text()[-3000:]}")
+        raise RuntimeError(f"worker {self.name} not ready in {timeout}s (last ping error: {last_error}):\n"
+                           f"{self.log_text()[-3000:]}")
 
     def log_text(self) -> str:
         self._log_file.flush()

@@ -12,8 +12,12 @@ Environment:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import os
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -21,7 +25,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import redis
@@ -207,3 +211,146 @@ def celery_env(server: Server) -> Iterator[CeleryEnv]:
 def celery(celery_env: CeleryEnv, request: pytest.FixtureRequest) -> CeleryEnv:
     register_log(request, celery_env.worker.log)
     return celery_env
+
+
+# --- one suite for every client: blocking and asyncio, over redis-py and valkey-py ----------
+
+FLAVORS = ["redis-py", "redis-py-asyncio", "valkey-py", "valkey-py-asyncio"]
+
+
+class Flavor:
+    """One client flavour of the package: its module (``pylocks.blocking`` or
+    ``pylocks.asyncio``) and a client library (redis-py or valkey-py).
+
+    Tests call the real API of either module and hand what it returns to :meth:`run`, which
+    awaits it (on this flavour's event loop) when it is awaitable: ``run(f.acquire(1))`` is
+    ``f.acquire(1)`` for the blocking client and ``await f.acquire(1)`` for the asyncio one.
+    :meth:`cm` does the same for context managers (``with`` / ``async with``).
+    """
+
+    def __init__(self, name: str, server: Server) -> None:
+        self.name = name
+        self.server = server
+        self.is_async = name.endswith("-asyncio")
+        self.lib = name.split("-py")[0]
+        if self.is_async:
+            import pylocks.asyncio as module
+        else:
+            import pylocks.blocking as module  # type: ignore[no-redef]
+        self.module = module
+        self.loop = asyncio.new_event_loop() if self.is_async else None
+        self._clients: List[object] = []
+
+    def __repr__(self) -> str:
+        return f"<Flavor {self.name} on {self.server}>"
+
+    def client(self, **kwargs):
+        """A client of the lock store (db 0) of this flavour's library and kind."""
+        kwargs.setdefault("socket_timeout", 30)
+        if self.lib == "redis":
+            import redis.asyncio
+            cls = redis.asyncio.Redis if self.is_async else redis.Redis
+        else:
+            import valkey
+            import valkey.asyncio
+            cls = valkey.asyncio.Valkey if self.is_async else valkey.Valkey
+        kwargs.setdefault("port", self.server.port)
+        client = cls(host="127.0.0.1", **kwargs)
+        self._clients.append(client)
+        return client
+
+    def factory(self, client=None, **kwargs):
+        return self.module.RedisLockFactory(self.client() if client is None else client, **kwargs)
+
+    def run(self, value):
+        if inspect.isawaitable(value):
+            assert self.loop is not None, f"{self.name} returned an awaitable"
+            return self.loop.run_until_complete(value)
+        assert self.loop is None, f"{self.name} returned {value!r}, not an awaitable"
+        return value
+
+    def call(self, fn, *args, **kwargs):
+        """``fn(*args)`` called inside this flavour's running loop (for asyncio APIs that start
+        a task, such as ``keep_alive``), or plainly for the blocking flavours."""
+        if self.loop is None:
+            return fn(*args, **kwargs)
+
+        async def inside():
+            return fn(*args, **kwargs)
+        return self.loop.run_until_complete(inside())
+
+    @contextlib.contextmanager
+    def cm(self, manager):
+        """``with manager`` for the blocking flavours, ``async with manager`` for asyncio."""
+        if not self.is_async:
+            with manager as value:
+                yield value
+            return
+        value = self.run(manager.__aenter__())
+        try:
+            yield value
+        except BaseException:
+            if not self.run(manager.__aexit__(*sys.exc_info())):
+                raise
+        else:
+            self.run(manager.__aexit__(None, None, None))
+
+    def sleep(self, seconds: float) -> None:
+        """Let time pass; the asyncio flavours run their loop meanwhile (keepers renew)."""
+        if self.loop is not None:
+            self.loop.run_until_complete(asyncio.sleep(seconds))
+        else:
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        for client in self._clients:
+            if self.loop is not None:
+                self.loop.run_until_complete(client.aclose())
+            else:
+                client.close()
+        if self.loop is not None:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+
+@pytest.fixture(params=FLAVORS)
+def flavor(request: pytest.FixtureRequest, server: Server) -> Iterator[Flavor]:
+    f = Flavor(request.param, server)
+    yield f
+    f.close()
+
+
+@pytest.fixture(params=[f for f in FLAVORS if f.endswith("-asyncio")])
+def async_flavor(request: pytest.FixtureRequest, server: Server) -> Iterator[Flavor]:
+    f = Flavor(request.param, server)
+    yield f
+    f.close()
+
+
+def wait_replica_up(primary: Server, replica: Server, timeout: float = 15.0) -> None:
+    """REPLICAOF, then until the replica's link is up and it has the primary's offset."""
+    replica.client().execute_command("REPLICAOF", "127.0.0.1", primary.port)
+    deadline = time.monotonic() + timeout
+    while replica.client().info("replication").get("master_link_status") != "up":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replica {replica} did not sync:\n{log_tail(replica.log)}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def replicated(server: Server) -> Iterator[Tuple[Server, Server]]:
+    """A primary and one replica of the session's server kind, both with the module."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"pylocks-repl-{server.kind}-"))
+    (tmp / "primary").mkdir()
+    (tmp / "replica").mkdir()
+    primary = Server(server.kind, tmp / "primary")
+    replica = None
+    try:
+        replica = Server(server.kind, tmp / "replica")
+        wait_replica_up(primary, replica)
+        yield primary, replica
+    finally:
+        if replica is not None:
+            replica.stop()
+        primary.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -6,9 +6,14 @@ use std::time::{Duration, Instant};
 use crate::handle::LockHandle;
 use crate::{cmd, key, wire, Error};
 
+/// The root prefix of every key unless the builder names another or none, as in the original
+/// library (and the Python client).
+pub const DEFAULT_ROOT_PREFIX: &str = "pylocks";
+
 /// A family of locks that share a key prefix, a lease TTL and a number of key parts.
 ///
-/// Mirrors the original `RedisLockFactory(prefix, ttl, arity, root_prefix)`; the TTL is a
+/// Mirrors the original `RedisLockFactory(prefix, ttl, arity, root_prefix)`, whose root prefix
+/// defaults to [`DEFAULT_ROOT_PREFIX`] (`pylocks`) as there; the TTL is a
 /// [`Duration`] (the original took seconds). A factory holds no connection: every call takes
 /// one, sync (`redis::ConnectionLike`) or async (`redis::aio::ConnectionLike`, with the
 /// `_async` methods of the `aio` feature), so it works over a plain connection, a `MultiplexedConnection`, a
@@ -29,8 +34,9 @@ use crate::{cmd, key, wire, Error};
 ///
 /// | root_prefix | prefix | parts | key |
 /// | --- | --- | --- | --- |
+/// | default (`pylocks`) | `person` | `42` | `pylocks:person:42` |
 /// | `locks_example` | `person` | `42` | `locks_example:person:42` |
-/// | none | `person` | `42` | `person:42` |
+/// | none ([`no_root_prefix`](LockFactoryBuilder::no_root_prefix)) | `person` | `42` | `person:42` |
 /// | `r` | `p` | `a:b`, `c` | `r:p:a\:b:c` |
 /// | `r` | `p` | `a\`, `b` | `r:p:a\\:b` |
 ///
@@ -91,9 +97,16 @@ impl Durability {
 }
 
 impl LockFactoryBuilder {
-    /// Puts every key under `root_prefix` (escaped like the other components). None by default.
+    /// Puts every key under `root_prefix` (escaped like the other components) instead of
+    /// [`DEFAULT_ROOT_PREFIX`].
     pub fn root_prefix(mut self, root_prefix: impl Into<String>) -> Self {
         self.root_prefix = Some(root_prefix.into());
+        self
+    }
+
+    /// Leaves the root prefix out: keys start with the prefix (`person:42`).
+    pub fn no_root_prefix(mut self) -> Self {
+        self.root_prefix = None;
         self
     }
 
@@ -127,11 +140,11 @@ impl LockFactoryBuilder {
 }
 
 impl LockFactory {
-    /// Starts a factory for locks named `prefix` whose leases last `ttl`; arity 1, no root
-    /// prefix, no durability requirement.
+    /// Starts a factory for locks named `prefix` whose leases last `ttl`; arity 1, root prefix
+    /// [`DEFAULT_ROOT_PREFIX`], no durability requirement.
     pub fn builder(prefix: impl Into<String>, ttl: Duration) -> LockFactoryBuilder {
         LockFactoryBuilder {
-            root_prefix: None,
+            root_prefix: Some(DEFAULT_ROOT_PREFIX.to_owned()),
             prefix: prefix.into(),
             arity: 1,
             ttl,

@@ -189,7 +189,7 @@ mod wire;
 
 pub use cmd::LeaseEnd;
 pub use error::Error;
-pub use factory::{Durability, LockFactory, LockFactoryBuilder};
+pub use factory::{Durability, LockFactory, LockFactoryBuilder, DEFAULT_ROOT_PREFIX};
 pub use handle::{LockHandle, Released};
 #[cfg(feature = "aio")]
 pub use keeper::{Keeper, LeaseStatus, LeaseWatch};

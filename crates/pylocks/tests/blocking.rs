@@ -9,6 +9,7 @@ use testkit::{holder, server_tests, wait_until, Server};
 
 fn people() -> LockFactory {
     LockFactory::builder("person", Duration::from_secs(30))
+        .no_root_prefix()
         .build()
         .unwrap()
 }

@@ -8,6 +8,7 @@ use testkit::{holder, server_tests, wait_until, Server};
 
 fn durable(replicas: u32, timeout: Duration) -> LockFactory {
     LockFactory::builder("account", Duration::from_secs(60))
+        .no_root_prefix()
         .durability(Durability::new(replicas, timeout))
         .build()
         .unwrap()

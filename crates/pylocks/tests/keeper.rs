@@ -15,7 +15,10 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn jobs(ttl: Duration) -> LockFactory {
-    LockFactory::builder("job", ttl).build().unwrap()
+    LockFactory::builder("job", ttl)
+        .no_root_prefix()
+        .build()
+        .unwrap()
 }
 
 async fn connect(s: &Server) -> redis::aio::MultiplexedConnection {

@@ -16,6 +16,10 @@ fn keys_match_the_shared_vectors() {
     let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let vectors = doc["vectors"].as_array().expect("a `vectors` array");
     assert!(vectors.len() >= 10, "the file has the vectors");
+    assert!(
+        vectors.iter().any(|v| v.get("root_prefix").is_none()),
+        "some vectors use the default root prefix"
+    );
     for (i, v) in vectors.iter().enumerate() {
         let prefix = v["prefix"].as_str().expect("prefix");
         let arity = v["arity"].as_u64().expect("arity") as usize;
@@ -27,8 +31,11 @@ fn keys_match_the_shared_vectors() {
             .collect();
         let want = v["key"].as_str().expect("key");
         let mut builder = LockFactory::builder(prefix, Duration::from_secs(1)).arity(arity);
-        if let Some(root) = v["root_prefix"].as_str() {
-            builder = builder.root_prefix(root);
+        // No field: the factory's default root prefix; null: none; a string: that one.
+        match v.get("root_prefix") {
+            None => {}
+            Some(serde_json::Value::Null) => builder = builder.no_root_prefix(),
+            Some(root) => builder = builder.root_prefix(root.as_str().expect("root_prefix")),
         }
         let factory = builder.build().expect("factory");
         let got = factory
@@ -36,6 +43,20 @@ fn keys_match_the_shared_vectors() {
             .unwrap_or_else(|e| panic!("vector {i}: {e}"));
         assert_eq!(got, want, "vector {i}: {v}");
     }
+}
+
+#[test]
+fn the_root_prefix_defaults_to_pylocks_as_in_the_original() {
+    let f = LockFactory::builder("person", Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(f.key([42]).unwrap(), "pylocks:person:42");
+    assert_eq!(pylocks::DEFAULT_ROOT_PREFIX, "pylocks");
+    let bare = LockFactory::builder("person", Duration::from_secs(1))
+        .no_root_prefix()
+        .build()
+        .unwrap();
+    assert_eq!(bare.key([42]).unwrap(), "person:42");
 }
 
 #[test]
@@ -82,7 +103,7 @@ server_tests! {
         assert_eq!(s.info("commandstats", "cmdstat_pylock.confirm"), None);
         // The same factory does reach the server with the right number of parts.
         let h = f.acquire(&mut con, ["a", "b"]).unwrap();
-        assert_eq!(h.key(), "person:a:b");
+        assert_eq!(h.key(), "pylocks:person:a:b", "the default root prefix");
         assert!(calls().is_some_and(|c| c.starts_with("calls=1,")), "{:?}", calls());
     }
 }

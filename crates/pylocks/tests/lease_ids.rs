@@ -9,7 +9,10 @@ use pylocks::{Error, LockFactory};
 use testkit::{holder, server_tests, wait_until, Server};
 
 fn jobs(ttl: Duration) -> LockFactory {
-    LockFactory::builder("job", ttl).build().unwrap()
+    LockFactory::builder("job", ttl)
+        .no_root_prefix()
+        .build()
+        .unwrap()
 }
 
 /// A lease id as the server makes one: a version-4 UUID, lowercase and hyphenated.

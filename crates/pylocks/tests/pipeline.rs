@@ -96,7 +96,7 @@ server_tests! {
     fn handles_from_an_atomic_pipeline(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
-        let people = LockFactory::builder("person", 20 * SECOND).build().unwrap();
+        let people = LockFactory::builder("person", 20 * SECOND).no_root_prefix().build().unwrap();
         let (a, b) = (people.acquire_cmd([1]).unwrap(), people.acquire_cmd([2]).unwrap());
         let busy = people.acquire(&mut con, [3]).unwrap();
         // BLOCK does not wait inside MULTI: a held lock answers nil at once.

@@ -153,7 +153,7 @@ server_tests! {
         let s = Server::start(kind);
         let mut con = s.conn();
         redis::cmd("SET").arg("person:9").arg("x").query::<()>(&mut con).unwrap();
-        let f = LockFactory::builder("person", Duration::from_secs(1)).build().unwrap();
+        let f = LockFactory::builder("person", Duration::from_secs(1)).no_root_prefix().build().unwrap();
         match f.acquire(&mut con, [9]).unwrap_err() {
             Error::Redis(e) => assert_eq!(e.code(), Some("WRONGTYPE")),
             other => panic!("expected a redis error, got {other:?}"),

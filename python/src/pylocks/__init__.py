@@ -1,26 +1,34 @@
 """pylocks: locks and leases for Celery-style task workers, enforced by Redis itself.
 
 The lock logic runs in the ``pylock`` Redis module; this package is a thin client over
-redis-py. See :mod:`pylocks.blocking` for the API and :mod:`pylocks.errors` for the errors.
+redis-py or valkey-py. :mod:`pylocks.blocking` is the synchronous API, :mod:`pylocks.asyncio`
+its asyncio twin (same names), :mod:`pylocks.errors` the errors both raise.
 """
 
-from .blocking import LeaseWatch, LockInfo, RedisLockFactory, SingleLockHandle
-from .errors import (LeaseLost, LockAlreadyHeld, LockClaimed, LockError, LockNotHeld, LockNotOwned,
-                     lease_error)
-from .keys import lock_key
+from .blocking import Keeper, LeaseWatch, LockInfo, RedisLockFactory, SingleLockHandle
+from .errors import (ArityError, BaseLocksError, LeaseLost, LeaseUnconfirmed, LockAlreadyHeld, LockClaimed,
+                     LockError, LockExpired, LockNotHeld, LockNotOwned, NotReplicated, lease_error)
+from .keys import DEFAULT_ROOT_PREFIX, lock_key
 
 __all__ = [
     "RedisLockFactory",
     "SingleLockHandle",
-    "LockInfo",
+    "Keeper",
     "LeaseWatch",
+    "LockInfo",
+    "BaseLocksError",
+    "ArityError",
     "LockError",
     "LockAlreadyHeld",
+    "NotReplicated",
     "LeaseLost",
     "LockNotHeld",
     "LockNotOwned",
+    "LockExpired",
     "LockClaimed",
+    "LeaseUnconfirmed",
     "lease_error",
     "lock_key",
+    "DEFAULT_ROOT_PREFIX",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

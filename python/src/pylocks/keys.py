@@ -1,7 +1,8 @@
 """The lock key format, shared with the Rust client (see ``testdata/key-vectors.json``).
 
 A key joins its components with ``:``: the root prefix (left out when ``None``), the prefix,
-then exactly ``arity`` parts. Inside each component a backslash is written as two backslashes
+then exactly ``arity`` parts. Factories use :data:`DEFAULT_ROOT_PREFIX` (``pylocks``) unless
+told otherwise. Inside each component a backslash is written as two backslashes
 and a colon as backslash-colon, so distinct part tuples never share a key.
 """
 
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-__all__ = ["escape_component", "lock_key", "part_to_str"]
+__all__ = ["DEFAULT_ROOT_PREFIX", "escape_component", "lock_key", "part_to_str"]
+
+#: The root prefix a factory uses when none is given, as in the original library.
+DEFAULT_ROOT_PREFIX = "pylocks"
 
 
 def escape_component(component: str) -> str:

@@ -1,0 +1,242 @@
+"""What the blocking and the asyncio client share besides the wire format: argument checks,
+key naming, the factory's settings and connection lookup, and the keeper's schedule. No I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from datetime import timedelta
+from typing import Any, Dict, Generic, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+from . import _wire
+from .errors import ArityError, LeaseLost, LockAlreadyHeld, NotReplicated
+from .keys import DEFAULT_ROOT_PREFIX, lock_key
+
+#: A duration in seconds: a number or a :class:`datetime.timedelta`.
+Seconds = Union[int, float, timedelta]
+
+#: The environment variable that names the default lock store.
+URL_ENV = "PYLOCKS_REDIS_URL"
+#: redis-py's own default server, used when ``PYLOCKS_REDIS_URL`` is not set.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+C = TypeVar("C")
+
+logger = logging.getLogger("pylocks")
+
+
+def to_ms(value: Seconds, what: str) -> int:
+    """A duration in seconds as whole milliseconds (rounded up); refuses values that are not > 0."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not bool")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} must be a positive, finite number of seconds, got {value!r}")
+    return max(1, math.ceil(seconds * 1000))
+
+
+def block_ms(wait: Optional[Seconds]) -> Optional[int]:
+    """``wait=`` as the BLOCK argument: ``None`` (no BLOCK), ``math.inf`` is 0 (forever)."""
+    if wait is None:
+        return None
+    if isinstance(wait, float) and wait == math.inf:
+        return 0
+    return to_ms(wait, "wait")
+
+
+def durability(value: Optional[Tuple[int, Seconds]]) -> Optional[Tuple[int, int]]:
+    """``durability=(replicas, timeout)`` as ``(replicas, timeout_ms)`` for ``WAIT``."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise TypeError(f"durability must be a (replicas, timeout_seconds) tuple, got {value!r}")
+    replicas, timeout = value
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise ValueError(f"durability replicas must be an int >= 1, got {replicas!r}")
+    return replicas, to_ms(timeout, "durability timeout")
+
+
+def lease_id(value: Optional[str]) -> str:
+    """The lease id to send: ``value``, or a new UUID4 when it is ``None``."""
+    if value is None:
+        return str(uuid.uuid4())
+    value = _wire.text(value)
+    if not isinstance(value, str):
+        raise TypeError(f"lease_id must be a str, got {type(value).__name__}")
+    return value
+
+
+def default_url() -> str:
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def lease_or_held(key: str, lease: str, granted: Optional[_wire.Lease]) -> _wire.Lease:
+    if granted is None:
+        raise LockAlreadyHeld(f"lock {key} is held by another lease", key, lease)
+    return granted
+
+
+def not_replicated(key: str, lease: str, wanted: int, acknowledged: Optional[int],
+                   cause: Optional[BaseException], release_error: Optional[BaseException]) -> NotReplicated:
+    got = f"{acknowledged} acknowledged" if acknowledged is not None else f"WAIT failed: {cause}"
+    then = (f"; releasing it failed too ({release_error}), so it ends at its TTL"
+            if release_error is not None else "; the lease was released")
+    return NotReplicated(f"grant of lock {key} to lease {lease} not replicated: {wanted} replica(s) "
+                         f"wanted, {got}{then}", key, lease, acknowledged, wanted)
+
+
+def parts_of(item: Any, arity: int) -> Tuple[Any, ...]:
+    """One element of ``macquire``'s list, or a key of ``mrelease_expected``'s dict, as parts.
+
+    A tuple or list is the parts; for arity 1 a bare value is the one part (``['x', 'y']``
+    and ``[('x',), ('y',)]`` both work, as in the original library).
+    """
+    if isinstance(item, (tuple, list)):
+        return tuple(item)
+    if arity == 1:
+        return (item,)
+    raise ArityError(f"with arity {arity}, each lock is a tuple of {arity} parts, got {item!r}")
+
+
+def result_key(item: Any) -> Hashable:
+    """How ``macquire`` names a lock in its result: as given, with a list made a tuple."""
+    return tuple(item) if isinstance(item, list) else item
+
+
+class FactoryCore(Generic[C]):
+    """Settings and key naming of a factory; ``C`` is the client type of the flavour."""
+
+    def __init__(
+        self,
+        redis: Optional[C] = None,
+        prefix: Optional[str] = None,
+        ttl: Optional[Seconds] = None,
+        arity: Optional[int] = None,
+        root_prefix: Optional[str] = DEFAULT_ROOT_PREFIX,
+        *,
+        durability: Optional[Tuple[int, Seconds]] = None,
+    ) -> None:
+        if isinstance(redis, str):
+            raise TypeError(
+                "the first positional argument of RedisLockFactory is the Redis client; "
+                f"pass the prefix by keyword: RedisLockFactory(prefix={redis!r}, ttl=..., arity=...)")
+        if prefix is None or ttl is None or arity is None:
+            missing = [n for n, v in (("prefix", prefix), ("ttl", ttl), ("arity", arity)) if v is None]
+            raise TypeError(f"RedisLockFactory needs {', '.join(missing)}")
+        if not isinstance(arity, int) or isinstance(arity, bool) or arity < 0:
+            raise ValueError(f"arity must be a non-negative int, got {arity!r}")
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if root_prefix is not None and not isinstance(root_prefix, str):
+            raise TypeError("root_prefix must be a str or None")
+        self._redis = redis
+        self.prefix = prefix
+        self.ttl_ms = to_ms(ttl, "ttl")
+        self.arity = arity
+        self.root_prefix = root_prefix
+        self.durability = _durability_of(durability)
+
+    @property
+    def ttl(self) -> float:
+        """The default lease duration, in seconds."""
+        return self.ttl_ms / 1000.0
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(prefix={self.prefix!r}, ttl={self.ttl}, arity={self.arity}, "
+                f"root_prefix={self.root_prefix!r})")
+
+    def key(self, *parts: Any) -> str:
+        """The Redis key of the lock on ``parts``.
+
+        :raises ArityError: unless there are exactly ``arity`` parts.
+        """
+        if len(parts) != self.arity:
+            raise ArityError(
+                f"the {self.prefix!r} lock takes {self.arity} part(s), got {len(parts)}: {parts!r}")
+        return lock_key(self.root_prefix, self.prefix, parts)
+
+    def make_key(self, parts: Any) -> str:
+        """The original library's spelling: the key of one lock given as a parts list."""
+        return self.key(*parts_of(parts, self.arity))
+
+    def get_redis_connection(self) -> Optional[C]:
+        """Override in a subclass to give the factory its connection (the original library's
+        hook). Used when no client was passed; the default raises ``NotImplementedError``,
+        and then the factory uses its default client (``PYLOCKS_REDIS_URL``)."""
+        raise NotImplementedError
+
+    def _explicit_or_override(self) -> Optional[C]:
+        if self._redis is not None:
+            return self._redis
+        try:
+            return self.get_redis_connection()
+        except NotImplementedError:
+            return None
+
+    def _keys_for(self, items: Iterable[Any]) -> List[Tuple[Hashable, str]]:
+        named: List[Tuple[Hashable, str]] = []
+        seen: Dict[str, Hashable] = {}
+        for item in items:
+            key = self.key(*parts_of(item, self.arity))
+            name = result_key(item)
+            if key in seen:
+                raise ValueError(f"lock {name!r} is named twice (as {seen[key]!r})")
+            seen[key] = name
+            named.append((name, key))
+        return named
+
+    def _expected_for(self, mapping: Mapping[Any, str]) -> List[Tuple[Hashable, str, str]]:
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"mrelease_expected takes a dict of parts to lease ids, got {type(mapping).__name__}")
+        return [(name, key, lease_id(mapping[name])) for name, key in self._keys_for(mapping)]
+
+
+def _durability_of(value: Optional[Tuple[int, Seconds]]) -> Optional[Tuple[int, int]]:
+    return durability(value)
+
+
+def keeper_interval_ms(ttl_ms: int, interval: Optional[Seconds]) -> int:
+    """How often a keeper renews: a third of the lease TTL unless told."""
+    if interval is not None:
+        return to_ms(interval, "interval")
+    return max(1, ttl_ms // 3)
+
+
+def report_failed_release(handle: Any, exc: BaseException, release_err: BaseException) -> None:
+    logger.error("releasing lease %s on %s after %s failed: %s",
+                 handle.id, handle.key, type(exc).__name__, release_err)
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"pylocks: releasing lease {handle.id} on {handle.key} failed: {release_err}")
+
+
+def split_lease(args: Tuple[Any, ...], lease_id: Optional[str]) -> Tuple[Tuple[Any, ...], Any]:
+    if lease_id is not None:
+        return args, lease_id
+    if not args:
+        raise TypeError("get_handle(*parts, lease_id): the lease id is missing")
+    return args[:-1], args[-1]
+
+
+def sort_releases(named: Sequence[Tuple[Hashable, str, str]],
+                   results: Sequence[Any]) -> Tuple[List[Hashable], List[Hashable]]:
+    released: List[Hashable] = []
+    missing: List[Hashable] = []
+    failure: Optional[BaseException] = None
+    for (name, _, _), result in zip(named, results):
+        if isinstance(result, LeaseLost):
+            missing.append(name)
+        elif isinstance(result, BaseException):
+            failure = failure or result
+        else:
+            released.append(name)
+    if failure is not None:
+        raise failure
+    return released, missing
