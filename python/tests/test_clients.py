@@ -548,3 +548,27 @@ def _client_on(flavor, server):
         return flavor.client()
     finally:
         flavor.server = saved
+
+
+# --- CLAIM and WATCH ----------------------------------------------------------------------------
+
+def test_claim_and_watch_in_every_client(flavor, lock, server) -> None:
+    """The same claim and watch rules through both clients (test_lifecycle.py has the rest)."""
+    from pylocks.errors import LockClaimed
+
+    run = flavor.run
+    sent = run(lock.acquire(7))
+    mine = run(lock.claim(7, sent.id))
+    assert mine.id != sent.id and mine.token > sent.token
+    again = run(lock.claim(7, sent.id, new_id=mine.id))
+    assert (again.id, again.token) == (mine.id, mine.token)
+    with pytest.raises(LockClaimed) as caught:
+        run(lock.claim(7, sent.id))
+    assert isinstance(caught.value, LockNotOwned)
+    assert run(sent.watch()) == "claimed"
+    assert run(mine.watch(timeout=0.05)) is None
+    later(0.1, lambda: plain(server).execute_command("PYLOCK.RELEASE", mine.key, mine.id))
+    t0 = time.monotonic()
+    assert run(mine.watch(timeout=5)) == "released"
+    assert time.monotonic() - t0 < 2
+    assert run(mine.watch()) == "notheld"
