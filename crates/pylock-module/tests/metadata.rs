@@ -1,7 +1,12 @@
 //! What the commands declare to the server (`RM_SetCommandInfo`): exact arities that the server
-//! checks before the module runs, key specs that ACL applies (read-only for PYLOCK.INFO,
-//! read-write for the others), and `COMMAND DOCS` with summary, since, complexity and
-//! arguments (what `redis-cli` shows as hints).
+//! checks before the module runs, flags, key specs that ACL applies (read-only for PYLOCK.INFO
+//! and PYLOCK.WATCH, read-write for the others), and `COMMAND DOCS` with summary, since,
+//! complexity and arguments (what `redis-cli` shows as hints), for all six commands.
+//!
+//! PYLOCK.WATCH changes nothing, yet is flagged `write`: so that a read-only replica refuses it
+//! with `READONLY` as it does the other lease commands (a replica learns that a lease ended
+//! from its primary's stream, which does not say why). Its key spec is `RO ACCESS`, so an ACL
+//! user with read permission on the key may watch.
 
 use testkit::redis::{self, Value};
 use testkit::{acquire, holder, query, query_err, server_tests, Server};
@@ -77,6 +82,7 @@ server_tests! {
             ("pylock.confirm", -3),
             ("pylock.release", 3),
             ("pylock.info", 2),
+            ("pylock.watch", -3),
             ("pylock.restore", -4),
         ] {
             let info = command_info(&mut con, name);
@@ -87,11 +93,12 @@ server_tests! {
         // as registered, whatever case the client typed; it counts the call as rejected, and
         // the module never sees it.
         let held = acquire(&mut con, "held", 60_000).unwrap();
-        let cases: [(Vec<&[u8]>, &str); 5] = [
+        let cases: [(Vec<&[u8]>, &str); 6] = [
             (vec![b"PyLock.Acquire", b"k"], "pylock.acquire"),
             (vec![b"PYLOCK.CONFIRM", b"held"], "pylock.confirm"),
             (vec![b"pylock.release", b"held", &held.id, b"x"], "pylock.release"),
             (vec![b"PYLOCK.INFO", b"held", b"x"], "pylock.info"),
+            (vec![b"PyLock.Watch", b"held"], "pylock.watch"),
             (vec![b"PYLOCK.RESTORE", b"k", b"id"], "pylock.restore"),
         ];
         for (args, name) in &cases {
@@ -102,6 +109,8 @@ server_tests! {
         }
         let stats = s.info("commandstats", "cmdstat_pylock.release").unwrap();
         assert!(stats.starts_with("calls=0,"), "the module never ran: {stats}");
+        // The module did not count or block the short WATCH either.
+        assert_eq!(s.info("pylock", "pylock_watching").as_deref(), Some("0"));
         // Inside MULTI the count is checked when the command is queued, as for any command.
         redis::cmd("MULTI").query::<()>(&mut con).unwrap();
         let err = query_err(&mut con, &[b"PYLOCK.RELEASE", b"held"]);
@@ -111,33 +120,90 @@ server_tests! {
         assert_eq!(holder(&mut con, "held").unwrap().lease.id, held.id);
     }
 
-    fn key_specs_say_read_for_info_and_read_write_for_the_others(kind: Kind) {
+    fn key_specs_say_read_for_info_and_watch_and_read_write_for_the_others(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
         let read = vec![("k".to_string(), vec!["ro".to_string(), "access".to_string()])];
         let write = vec![("k".to_string(), vec!["rw".to_string(), "update".to_string()])];
-        assert_eq!(keys_and_flags(&mut con, &["PYLOCK.INFO", "k"]), read);
+        for args in [
+            vec!["PYLOCK.INFO", "k"],
+            vec!["PYLOCK.WATCH", "k", "x"],
+            vec!["PYLOCK.WATCH", "k", "x", "TIMEOUT", "5"],
+        ] {
+            assert_eq!(keys_and_flags(&mut con, &args), read, "{args:?}");
+        }
         for args in [
             vec!["PYLOCK.ACQUIRE", "k", "100", "LEASE", "x", "BLOCK", "5"],
             vec!["PYLOCK.CONFIRM", "k", "x", "EXTEND", "5"],
+            vec!["PYLOCK.CONFIRM", "k", "x", "CLAIM", "y"],
+            vec!["PYLOCK.CONFIRM", "k", "x", "CLAIM", "y", "EXTEND", "5"],
             vec!["PYLOCK.RELEASE", "k", "x"],
         ] {
             assert_eq!(keys_and_flags(&mut con, &args), write, "{args:?}");
         }
-        let restore = keys_and_flags(&mut con, &["PYLOCK.RESTORE", "k", "x", "1", "PXAT", "5"]);
-        assert_eq!(restore, vec![("k".to_string(), vec!["ow".to_string(), "update".to_string()])]);
+        let ow = vec![("k".to_string(), vec!["ow".to_string(), "update".to_string()])];
+        for args in [
+            vec!["PYLOCK.RESTORE", "k", "x", "1", "PXAT", "5"],
+            vec!["PYLOCK.RESTORE", "k", "x", "1", "FROM", "w", "PXAT", "5"],
+        ] {
+            assert_eq!(keys_and_flags(&mut con, &args), ow, "{args:?}");
+        }
         // The legacy key positions stay (first 1, last 1, step 1).
-        for name in ["pylock.acquire", "pylock.confirm", "pylock.release", "pylock.info"] {
+        for name in ["pylock.acquire", "pylock.confirm", "pylock.release", "pylock.info", "pylock.watch", "pylock.restore"] {
             let info = command_info(&mut con, name);
             assert_eq!(&info[3..6], &[Value::Int(1), Value::Int(1), Value::Int(1)], "{name}");
         }
+    }
+
+    /// The flags each command registers, exactly, and that the module has these six commands
+    /// and no others. WATCH blocks, so it is not `fast`; it is `write` (see the file's docs).
+    fn flags_are_exact_and_the_module_has_six_commands(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        for (name, flags) in [
+            ("pylock.acquire", vec!["write", "denyoom", "module", "fast"]),
+            ("pylock.confirm", vec!["write", "module", "fast"]),
+            ("pylock.release", vec!["write", "module", "fast"]),
+            ("pylock.info", vec!["readonly", "module", "fast"]),
+            ("pylock.watch", vec!["write", "module"]),
+            ("pylock.restore", vec!["write", "module", "fast"]),
+        ] {
+            let info = command_info(&mut con, name);
+            let got: Vec<String> = items(&info[2]).iter().map(text).collect();
+            assert_eq!(got, flags, "{name}");
+        }
+        let v: Value = redis::cmd("COMMAND").arg("LIST").arg("FILTERBY").arg("MODULE").arg("pylock").query(&mut con).unwrap();
+        let mut names: Vec<String> = items(&v).iter().map(text).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["pylock.acquire", "pylock.confirm", "pylock.info", "pylock.release", "pylock.restore", "pylock.watch"]
+        );
+    }
+
+    /// A read-only replica refuses WATCH with `READONLY`, as it does the lease commands that
+    /// write: that is what its `write` flag is for.
+    fn a_read_only_replica_refuses_watch(kind: Kind) {
+        let s = Server::start(kind);
+        let r = s.start_replica(&[]);
+        let mut con = r.conn();
+        for args in [
+            vec!["PYLOCK.WATCH", "k", "x", "TIMEOUT", "1"],
+            vec!["PYLOCK.CONFIRM", "k", "x", "CLAIM", "y"],
+        ] {
+            let mut c = redis::cmd(args[0]);
+            c.arg(&args[1..]);
+            assert_eq!(code(c.query(&mut con)), "READONLY", "{args:?}");
+        }
+        // INFO, a read, answers there.
+        assert_eq!(query(&mut con, &[b"PYLOCK.INFO", b"k"]), Value::Nil);
     }
 
     fn an_acl_reader_may_run_info_but_not_the_writes(kind: Kind) {
         let s = Server::start(kind);
         let mut admin = s.conn();
         let held = acquire(&mut admin, "lock:a", 60_000).unwrap();
-        let grants = ["+pylock.acquire", "+pylock.confirm", "+pylock.release", "+pylock.info"];
+        let grants = ["+pylock.acquire", "+pylock.confirm", "+pylock.release", "+pylock.info", "+pylock.watch"];
         let mut reader = vec!["SETUSER", "reader", "on", ">pw", "%R~*"];
         reader.extend(grants);
         redis::cmd("ACL").arg(&reader).query::<()>(&mut admin).unwrap();
@@ -148,9 +214,12 @@ server_tests! {
             text(&v)
         };
         assert_eq!(dry(&mut admin, &["PYLOCK.INFO", "lock:a"]), "OK");
+        // WATCH only reads the key (RO ACCESS): a reader may watch.
+        assert_eq!(dry(&mut admin, &["PYLOCK.WATCH", "lock:a", held.id_str(), "TIMEOUT", "1"]), "OK");
         for args in [
             vec!["PYLOCK.ACQUIRE", "lock:a", "1000"],
             vec!["PYLOCK.CONFIRM", "lock:a", held.id_str()],
+            vec!["PYLOCK.CONFIRM", "lock:a", held.id_str(), "CLAIM", "new-id"],
             vec!["PYLOCK.RELEASE", "lock:a", held.id_str()],
         ] {
             let why = dry(&mut admin, &args);
@@ -162,10 +231,17 @@ server_tests! {
         let h = holder(&mut r, "lock:a").expect("INFO answers a read-only user");
         assert_eq!(h.lease.id, held.id);
         assert_eq!(query(&mut r, &[b"PYLOCK.INFO", b"lock:free"]), Value::Nil);
+        // A reader's WATCH runs: it answers at once for an id that does not hold the lock,
+        // and times out (nil) on the holder's.
+        let v = query(&mut r, &[b"PYLOCK.WATCH", b"lock:a", b"not-the-holder"]);
+        assert_eq!(v, Value::BulkString(b"notowned".to_vec()));
+        let v = query(&mut r, &[b"PYLOCK.WATCH", b"lock:a", &held.id, b"TIMEOUT", b"20"]);
+        assert_eq!(v, Value::Nil);
         for args in [
             vec!["PYLOCK.ACQUIRE", "lock:b", "1000"],
             vec!["PYLOCK.ACQUIRE", "lock:a", "1000", "LEASE", held.id_str()],
             vec!["PYLOCK.CONFIRM", "lock:a", held.id_str(), "EXTEND", "5000"],
+            vec!["PYLOCK.CONFIRM", "lock:a", held.id_str(), "CLAIM", "new-id"],
             vec!["PYLOCK.RELEASE", "lock:a", held.id_str()],
         ] {
             let mut c = redis::cmd(args[0]);
@@ -187,61 +263,79 @@ server_tests! {
         assert_eq!(query(&mut b, &[b"PYLOCK.RELEASE", b"lock:b", &lease.id]), Value::Int(1));
     }
 
-    fn command_docs_describe_every_command(kind: Kind) {
+    fn command_docs_describe_every_command_exactly(kind: Kind) {
         let s = Server::start(kind);
+        // (name, summary, since, complexity, [(argument, type, token, optional, summary)])
+        type Arg = (&'static str, &'static str, Option<&'static str>, bool, &'static str);
+        let hand_off = "O(1); a hand-off to waiters is O(N) in the lock's waiters";
+        let commands: [(&str, &str, &str, &str, Vec<Arg>); 6] = [
+            ("pylock.acquire", "Takes the lock at key for ttl-ms, or waits for it in FIFO order with BLOCK", "0.1.0", hand_off, vec![
+                ("key", "key", None, false, ""),
+                ("ttl-ms", "integer", None, false, "lease time in milliseconds"),
+                ("lease-id", "string", Some("LEASE"), true, "the lease's id (1 to 128 bytes) instead of a server-made UUID"),
+                ("timeout-ms", "integer", Some("BLOCK"), true, "wait up to this long for a held lock (0: forever)"),
+            ]),
+            ("pylock.confirm", "Checks that lease-id holds the lock at key; EXTEND resets its TTL, CLAIM passes it to a new id", "0.1.0", "O(1)", vec![
+                ("key", "key", None, false, ""),
+                ("lease-id", "string", None, false, "the lease to check"),
+                ("ttl-ms", "integer", Some("EXTEND"), true, "set the TTL to this many milliseconds from now"),
+                ("new-lease-id", "string", Some("CLAIM"), true, "take the lease over under this new id, with a new fencing token"),
+            ]),
+            ("pylock.release", "Releases the lock at key if lease-id holds it, passing it to the longest waiter", "0.1.0", hand_off, vec![
+                ("key", "key", None, false, ""),
+                ("lease-id", "string", None, false, "the lease to release"),
+            ]),
+            ("pylock.info", "Shows the lease that holds the lock at key: id, token, TTL and waiters", "0.1.0", "O(1)", vec![
+                ("key", "key", None, false, ""),
+            ]),
+            ("pylock.watch", "Waits until lease-id stops holding the lock at key, and answers why", "0.2.0", "O(1)", vec![
+                ("key", "key", None, false, ""),
+                ("lease-id", "string", None, false, "the lease to watch"),
+                ("timeout-ms", "integer", Some("TIMEOUT"), true, "answer nil if the lease still holds after this long (0: wait forever)"),
+            ]),
+            ("pylock.restore", "Internal: stores exactly the given lease (replication and AOF loading only)", "0.1.0", "O(1)", vec![
+                ("key", "key", None, false, ""),
+                ("lease-id", "string", None, false, ""),
+                ("token", "integer", None, false, "the lease's fencing token"),
+                ("unix-time-milliseconds", "unix-time", Some("PXAT"), true, "the lease's absolute deadline"),
+                ("claimed-from", "string", Some("FROM"), true, "the lease id this lease was claimed from"),
+            ]),
+        ];
         for resp3 in [false, true] {
             let mut con = if resp3 { s.conn_resp3() } else { s.conn() };
-            let v: Value = redis::cmd("COMMAND").arg("DOCS").arg("pylock.acquire").query(&mut con).unwrap();
-            let docs = field(&v, "pylock.acquire").unwrap_or_else(|| panic!("{v:?}"));
-            let summary = text(field(docs, "summary").expect("summary"));
-            assert!(summary.starts_with("Takes the lock at key"), "{summary}");
-            assert_eq!(text(field(docs, "since").expect("since")), "0.1.0");
-            assert!(text(field(docs, "complexity").expect("complexity")).starts_with("O(1)"));
-            assert_eq!(text(field(docs, "module").expect("module")), "pylock");
-            let args = items(field(docs, "arguments").expect("arguments"));
-            let described: Vec<(String, String, Option<String>, bool)> = args
-                .iter()
-                .map(|a| {
-                    let optional = field(a, "flags")
-                        .is_some_and(|f| items(f).iter().any(|x| text(x) == "optional"));
-                    (
-                        text(field(a, "name").unwrap()),
-                        text(field(a, "type").unwrap()),
-                        field(a, "token").map(text),
-                        optional,
-                    )
-                })
-                .collect();
-            let want = |n: &str, t: &str, tok: Option<&str>, opt: bool| {
-                (n.to_string(), t.to_string(), tok.map(str::to_string), opt)
-            };
-            assert_eq!(
-                described,
-                vec![
-                    want("key", "key", None, false),
-                    want("ttl-ms", "integer", None, false),
-                    want("lease-id", "string", Some("LEASE"), true),
-                    want("timeout-ms", "integer", Some("BLOCK"), true),
-                ],
-                "resp3 {resp3}"
-            );
-        }
-        let mut con = s.conn();
-        for (name, summary, arg_names) in [
-            ("pylock.confirm", "Checks that lease-id holds", vec!["key", "lease-id", "ttl-ms"]),
-            ("pylock.release", "Releases the lock", vec!["key", "lease-id"]),
-            ("pylock.info", "Shows the lease", vec!["key"]),
-            ("pylock.restore", "Internal:", vec!["key", "lease-id", "token", "unix-time-milliseconds"]),
-        ] {
-            let v: Value = redis::cmd("COMMAND").arg("DOCS").arg(name).query(&mut con).unwrap();
-            let docs = field(&v, name).unwrap_or_else(|| panic!("{v:?}"));
-            let got = text(field(docs, "summary").unwrap());
-            assert!(got.starts_with(summary), "{name}: {got}");
-            let names: Vec<String> = items(field(docs, "arguments").unwrap())
-                .iter()
-                .map(|a| text(field(a, "name").unwrap()))
-                .collect();
-            assert_eq!(names, arg_names, "{name}");
+            for (name, summary, since, complexity, want) in &commands {
+                let v: Value = redis::cmd("COMMAND").arg("DOCS").arg(*name).query(&mut con).unwrap();
+                let docs = field(&v, name).unwrap_or_else(|| panic!("{v:?}"));
+                assert_eq!(text(field(docs, "summary").expect("summary")), *summary, "{name}");
+                assert_eq!(text(field(docs, "since").expect("since")), *since, "{name}");
+                assert_eq!(text(field(docs, "complexity").expect("complexity")), *complexity, "{name}");
+                assert_eq!(text(field(docs, "module").expect("module")), "pylock", "{name}");
+                let args = items(field(docs, "arguments").expect("arguments"));
+                let described: Vec<(String, String, Option<String>, bool, String)> = args
+                    .iter()
+                    .map(|a| {
+                        let optional = field(a, "flags")
+                            .is_some_and(|f| items(f).iter().any(|x| text(x) == "optional"));
+                        (
+                            text(field(a, "name").unwrap()),
+                            text(field(a, "type").unwrap()),
+                            field(a, "token").map(text),
+                            optional,
+                            field(a, "summary").map(text).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(described.len(), want.len(), "{name}: {described:?}");
+                for (got, want) in described.iter().zip(want) {
+                    let (n, t, tok, opt, sum) = want;
+                    assert_eq!(
+                        (got.0.as_str(), got.1.as_str(), got.2.as_deref(), got.3),
+                        (*n, *t, *tok, *opt),
+                        "{name} resp3 {resp3}"
+                    );
+                    assert_eq!(got.4, *sum, "{name} {n}");
+                }
+            }
         }
     }
 }
