@@ -272,8 +272,8 @@ server_tests! {
             ("pylock.acquire", "Takes the lock at key for ttl-ms, or waits for it in FIFO order with BLOCK", "0.1.0", hand_off, vec![
                 ("key", "key", None, false, ""),
                 ("ttl-ms", "integer", None, false, "lease time in milliseconds"),
-                ("lease-id", "string", Some("LEASE"), true, "?"),
-                ("timeout-ms", "integer", Some("BLOCK"), true, "?"),
+                ("lease-id", "string", Some("LEASE"), true, "the lease's id (1 to 128 bytes) instead of a server-made UUID"),
+                ("timeout-ms", "integer", Some("BLOCK"), true, "wait up to this long for a held lock (0: forever)"),
             ]),
             ("pylock.confirm", "Checks that lease-id holds the lock at key; EXTEND resets its TTL, CLAIM passes it to a new id", "0.1.0", "O(1)", vec![
                 ("key", "key", None, false, ""),
