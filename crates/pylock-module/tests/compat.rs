@@ -211,10 +211,10 @@ server_tests! {
         assert_reload_writes_encoding_1(&s);
     }
 
-    /// MODULE BUG (fails at ceaa20e): a lease loaded from an encoding 0 RDB keeps "no deadline
-    /// of its own" (`NO_DEADLINE`), though the key's expiry is its deadline; the next save
-    /// writes `-1`. Only the plain AOF (whose `PEXPIREAT` line the module adopts) gets it right.
-    fn module_bug_a_lease_from_encoding_0_takes_its_key_expiry_as_its_deadline(kind: Kind) {
+    /// A lease loaded from encoding 0 (RDB, AOF preamble, plain AOF) takes its key's expiry as
+    /// its own deadline when loading ends, so the next save writes it, not `-1`. (Failed at
+    /// ceaa20e, before the end-of-loading scan.)
+    fn a_lease_from_encoding_0_takes_its_key_expiry_as_its_deadline(kind: Kind) {
         for what in ["dump.rdb", "aof-preamble", "aof-plain"] {
             let s = start_on(kind, what);
             for (key, deadline, expiry) in assert_reload_writes_encoding_1(&s) {
@@ -223,10 +223,9 @@ server_tests! {
         }
     }
 
-    /// MODULE BUG (fails at ceaa20e), the consequence of the one above: the contract says
-    /// PERSIST never extends a lease, but on a lease loaded from an encoding 0 RDB it makes the
-    /// lease eternal (`ttl -1`), so a holder that died holds it forever.
-    fn module_bug_persist_does_not_make_a_lease_from_encoding_0_eternal(kind: Kind) {
+    /// PERSIST never extends a lease, loaded from encoding 0 or not: a holder that died does not
+    /// hold it forever. (Failed at ceaa20e: the lease had no deadline of its own.)
+    fn persist_does_not_make_a_lease_from_encoding_0_eternal(kind: Kind) {
         let s = start_on(kind, "dump.rdb");
         let mut con = s.conn();
         let before = holder(&mut con, "lock:client-id").expect("held").lease.ttl_ms;
