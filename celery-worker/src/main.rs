@@ -4,10 +4,13 @@
 //! A Python Celery 5 producer takes the person's lock with the Python client and sends
 //! `pattern2.add_to_person(person_id, lease_id, amount[, delay])` to a queue this worker
 //! consumes. For each task the worker confirms the lease (`get_handle`, i.e. `PYLOCK.CONFIRM`),
-//! does the read-modify-write of the person's counter (GET, optional sleep, SET: deliberately
-//! not atomic, so only the lock keeps increments from being lost), and releases the lease. A task
+//! claims it under an id of its own (`claim`, i.e. `PYLOCK.CONFIRM … CLAIM`), does the
+//! read-modify-write of the person's counter (GET, optional sleep, SET: deliberately not atomic,
+//! so only the lock keeps increments from being lost), and releases the claimed lease. A task
 //! whose lease is gone (`NOTHELD`: expired; `NOTOWNED`: expired and taken by another) is refused:
-//! logged, failed without retry, and nothing is written.
+//! logged, failed without retry, and nothing is written. So is a second delivery of the same
+//! message (a redelivery, a retry, a copy) while the first run holds the lease: the first run
+//! claimed it, so this one gets `CLAIMED` and is acknowledged without running.
 //!
 //! The lock factory is the Python test app's (`python/tests/lockapp.py`): prefix `person`,
 //! arity 1, root prefix `locks_example` unless `--root-prefix` says otherwise, so both clients
@@ -69,8 +72,8 @@ fn worker() -> &'static Worker {
 mod tasks {
     use super::*;
 
-    /// Pattern 2's task: confirm the lease handed over by the producer, add `amount` to the
-    /// person's counter by GET then SET (sleeping `delay` seconds between them), release.
+    /// Pattern 2's task: confirm and claim the lease handed over by the producer, add `amount`
+    /// to the person's counter by GET then SET (sleeping `delay` seconds between them), release.
     ///
     /// `max_retries = 0`: the celery crate retries every failed task by default (forever), by
     /// re-sending its message; a refused lease must stay refused, as in the Python app.
@@ -90,12 +93,25 @@ mod tasks {
             .key([&person_id])
             .map_err(|e| TaskError::UnexpectedError(e.to_string()))?;
 
-        let handle = match worker
+        // Confirm, then claim: only one delivery of this message can claim the lease; every
+        // other one is told CLAIMED (by the confirm, or by the claim when two race).
+        let given = worker
             .person_lock
             .get_handle_async(&mut locks, [&person_id], &lease_id)
-            .await
-        {
+            .await;
+        let handle = match given {
+            Ok(given) => given.claim_async(&mut locks, None).await,
+            Err(e) => Err(e),
+        };
+        let handle = match handle {
             Ok(handle) => handle,
+            Err(e @ pylocks::Error::Claimed { .. }) => {
+                log::warn!(
+                    "refused task={task_id} person={person_id} key={key} lease={lease_id} \
+                     code=CLAIMED: another run of this task has lease {lease_id}: {e}"
+                );
+                return Err(TaskError::ExpectedError(e.to_string()));
+            }
             Err(e) if e.is_lease_lost() => {
                 log::error!(
                     "refused task={task_id} person={person_id} key={key} lease={lease_id} code={}: \
@@ -109,7 +125,7 @@ mod tasks {
                 return Err(TaskError::UnexpectedError(e.to_string()));
             }
         };
-        let token = handle.token();
+        let (claimed, token) = (handle.lease_id().to_string(), handle.token());
 
         let mut data = worker.data.clone();
         let counter = format!("person:{person_id}");
@@ -135,8 +151,8 @@ mod tasks {
             return Err(TaskError::UnexpectedError(e.to_string()));
         }
         log::info!(
-            "applied task={task_id} person={person_id} key={key} lease={lease_id} token={token} \
-             amount={amount} before={before} after={after}"
+            "applied task={task_id} person={person_id} key={key} lease={lease_id} \
+             claimed={claimed} token={token} amount={amount} before={before} after={after}"
         );
         Ok(after)
     }
@@ -171,6 +187,7 @@ fn lease_code(err: &pylocks::Error) -> &'static str {
     match err {
         pylocks::Error::NotHeld { .. } => "NOTHELD",
         pylocks::Error::NotOwned { .. } => "NOTOWNED",
+        pylocks::Error::Claimed { .. } => "CLAIMED",
         _ => "LOST",
     }
 }

@@ -3,15 +3,15 @@
 The producer takes each person's lock with the Python client and sends the very task of
 ``lockapp`` (``pattern2.add_to_person``) with ``apply_async(..., queue=<rust queue>)``. Two
 processes of ``celery-worker`` (rusty-celery 0.5.5 + the ``pylocks`` crate) consume that queue:
-each confirms the lease with ``get_handle``, does GET then SET on the person's counter (db 3),
-and releases. Nothing here is mocked; see ``python/CELERY.md`` for what the test shows.
+each confirms the lease with ``get_handle``, claims it under an id of its own (``CONFIRM … CLAIM``),
+does GET then SET on the person's counter (db 3), and releases. Nothing here is mocked; see ``python/CELERY.md`` for what the test shows.
 
 The binary is built by ``scripts/test-python``
 (``cargo build --release --manifest-path celery-worker/Cargo.toml``); ``PYLOCKS_CELERY_WORKER``
 points at another build.
 
 The Rust worker has no result backend, so the test reads outcomes from the workers' logs: every
-task ends with one ``applied task=<id> …`` or ``refused task=<id> … code=NOTHELD|NOTOWNED`` line,
+task ends with one ``applied task=<id> …`` or ``refused task=<id> … code=NOTHELD|NOTOWNED|CLAIMED`` line,
 prefixed with the Unix time in milliseconds.
 """
 
@@ -277,3 +277,22 @@ def test_rust_worker_refuses_a_task_whose_lock_another_lease_took(rust: RustEnv)
     finally:
         other.release()
     assert rust.lockapp.person_lock.info(p) is None
+
+
+def test_rust_worker_runs_a_duplicated_message_once(rust: RustEnv) -> None:
+    """The same task (same person, lease and amount) delivered twice, as a redelivery or a retry
+    while the first run is alive would: the run that claims the lease first applies it, the
+    other gets CLAIMED and is acknowledged without writing. The critical section ran once."""
+    p = person()
+    handle = rust.lockapp.person_lock.acquire(p, ttl=30)
+    args = [p, handle.id, 5, 1.5]  # the first run holds the claimed lease for 1.5 s
+    sent = [rust.lockapp.add_to_person_with_lease.apply_async(
+        args, queue=rust.queue, ignore_result=True).id for _ in range(2)]
+    outcomes = rust.wait_outcomes(sent)
+    got = sorted((outcomes[t].what, outcomes[t].fields.get("code")) for t in sent)
+    assert got == [("applied", None), ("refused", "CLAIMED")], [outcomes[t] for t in sent]
+    applied = next(outcomes[t] for t in sent if outcomes[t].what == "applied")
+    assert applied.fields["lease"] == handle.id and applied.fields["claimed"] != handle.id
+    assert int(applied.fields["token"]) > handle.token  # the claim's token is the greater
+    assert rust.counter(p) == 5
+    assert rust.lockapp.person_lock.info(p) is None  # the claimed lease was released

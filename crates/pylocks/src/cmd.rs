@@ -220,7 +220,7 @@ impl Confirm {
     /// Sending the same claim again is safe: while `new_lease_id` holds the lock it claimed
     /// from `lease_id`, the server answers with the same lease and token. A claim of the same
     /// lease under any other id is refused with `CLAIMED`
-    /// ([`Error::Claimed`](crate::Error::Claimed)), and so is every later use of the old id,
+    /// ([`Error::Claimed`]), and so is every later use of the old id,
     /// which is how a duplicate run of a task learns that another run has the lease.
     ///
     /// `new_lease_id` takes 1 to 128 bytes and must differ from the lease id; the server

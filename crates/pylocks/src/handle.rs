@@ -310,12 +310,17 @@ impl LockHandle {
     /// no longer holds the lock (CONFIRM and RELEASE of it get `CLAIMED`).
     ///
     /// ```no_run
-    /// # fn demo(people: &pylocks::LockFactory, con: &mut redis::Connection, lease_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// # fn demo(people: &pylocks::LockFactory, client: &redis::Client, lease_id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut con = client.get_connection()?;
+    /// let con = &mut con;
     /// let given = people.get_handle(con, [42], lease_id)?;
     /// let mine = match given.claim(con, None) {
     ///     Ok(mine) => mine,
     ///     Err(pylocks::Error::Claimed { .. }) => return Ok(()), // another run has it: skip
-    ///     Err(pylocks::Error::Redis(e)) if e.is_io_error() => given.claim(con, None)?, // same claim
+    ///     // The reply was lost: the same claim again, on a new connection.
+    ///     Err(pylocks::Error::Redis(e)) if e.is_io_error() => {
+    ///         given.claim(&mut client.get_connection()?, None)?
+    ///     }
     ///     Err(e) => return Err(e.into()),
     /// };
     /// assert!(mine.token() > given.token());

@@ -1,6 +1,7 @@
 //! Locks and leases for task-queue workers, enforced by Redis through the `pylock` module.
 //!
-//! The server does the locking (`PYLOCK.ACQUIRE`, `PYLOCK.CONFIRM`, `PYLOCK.RELEASE`), atomically;
+//! The server does the locking (`PYLOCK.ACQUIRE`, `PYLOCK.CONFIRM`, `PYLOCK.RELEASE`,
+//! `PYLOCK.WATCH`), atomically;
 //! this crate names locks, sends those commands and reads their replies. Each grant is a
 //! *lease*: a lease id, a fencing token and a TTL. Whoever knows the lease id can check that the
 //! lease still holds the lock, which is what lets a producer take a lock and hand it to a task.
@@ -138,21 +139,74 @@
 //! }
 //! ```
 //!
+//! # Running a task once: claim the lease you were given
+//!
+//! A queue can deliver one message twice (a redelivery after a lost worker or a visibility
+//! timeout, a retry while the first run is alive), and every copy carries the same lease id.
+//! [`LockHandle::claim`] exchanges it for an id of the run's own and a greater fencing token
+//! (`PYLOCK.CONFIRM … CLAIM`). Only one run can; every other gets [`Error::Claimed`], which
+//! [`Error::is_lease_lost`] counts as a loss. The new id is made before the claim is sent, so a
+//! claim sent again after a lost reply gets the same lease back.
+//!
+//! ```no_run
+//! use pylocks::{Error, LockFactory};
+//!
+//! fn add_to_person_once(
+//!     person_lock: &LockFactory,
+//!     con: &mut redis::Connection,
+//!     person_id: u64,
+//!     lease_id: &str,
+//! ) -> Result<(), Error> {
+//!     let given = person_lock.get_handle(con, [person_id], lease_id)?;
+//!     let mine = match given.claim(con, None) {
+//!         Ok(mine) => mine,
+//!         Err(e @ Error::Claimed { .. }) => {
+//!             eprintln!("another run has lease {lease_id}: {e}"); // acknowledge, don't run
+//!             return Ok(());
+//!         }
+//!         Err(e) => return Err(e),
+//!     };
+//!     mine.releasing(con, |con| redis::cmd("INCRBY").arg("person:42").arg(5).query::<i64>(con))
+//!         .into_result()??;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Learning at once that a lease ended
+//!
+//! [`LockHandle::watch`] (`PYLOCK.WATCH`) blocks until the lease ends and says why, as a
+//! [`LeaseEnd`] (released, expired, claimed, deleted, flushed, moved, demoted), or `None` when
+//! its timeout passes first. It blocks the connection it is sent on, so it takes one of its own.
+//!
+//! ```no_run
+//! # fn demo(client: &redis::Client, handle: &pylocks::LockHandle) -> Result<(), pylocks::Error> {
+//! use std::time::Duration;
+//! let mut watching = client.get_connection()?;
+//! if let Some(end) = handle.watch(&mut watching, Some(Duration::from_secs(30)))? {
+//!     eprintln!("lease on {} ended: {end}", handle.key());
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Both patterns run for real, with a producer and worker processes, in the `pylocks-demo`
 //! binary of this crate (`cargo run --release -p pylocks --bin pylocks-demo -- --help`).
 //!
 //! # Long tasks
 //!
-//! A task that may outlive its lease's TTL hands the handle to a [`Keeper`]
-//! ([`LockHandle::keep_alive`]), which extends the lease every third of its TTL and reports a
-//! loss at once; [`Keeper::while_held`] stops the work when that happens.
+//! A task that may outlive its lease's TTL hands the handle to a [`Keeper`], which extends the
+//! lease every third of its TTL; [`Keeper::while_held`] stops the work when the lease is lost.
+//! [`LockHandle::keep_alive_watching`] also watches the lease on a connection the keeper opens
+//! from the client, so a loss between renewals (a `DEL`, a claim by a duplicate run) is
+//! reported within milliseconds, with its reason ([`Error::lease_end`]);
+//! [`LockHandle::keep_alive`] renews only, and finds a loss at the next renewal.
 //!
 //! ```no_run
 //! # #[cfg(feature = "aio")]
 //! # async fn demo(people: pylocks::LockFactory) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
 //! let mut con = client.get_multiplexed_async_connection().await?;
-//! let keeper = people.acquire_async(&mut con, [42]).await?.keep_alive(con.clone());
+//! let handle = people.acquire_async(&mut con, [42]).await?;
+//! let keeper = handle.keep_alive_watching(con.clone(), client);
 //! let report = keeper.while_held(async { /* a long computation */ 42 }).await?;
 //! keeper.release(&mut con).await?;
 //! # let _ = report; Ok(()) }
@@ -170,10 +224,13 @@
 //!   commands, over `pylock_core`'s command types, and reads their replies, over its reply
 //!   parsers. It makes the lease ids.
 //! - `wire`: sending a command (sync, or async with `aio`) and turning its reply into this
-//!   crate's errors; `WAIT` for durability.
+//!   crate's errors (the WATCH reply too, with the server's `UNBLOCKED`); `WAIT` for durability.
 //! - [`LockFactory`] (`factory`): names locks, acquires and finds leases, optional durability.
-//! - [`LockHandle`] and [`Released`] (`handle`): confirm, extend, release, release in a scope.
-//! - [`Keeper`] (`keeper`, `aio` only): background renewal on tokio.
+//! - [`LockHandle`] and [`Released`] (`handle`): confirm, extend, claim, watch, release,
+//!   release in a scope.
+//! - [`Keeper`] (`keeper`, `aio` only): background renewal on tokio, and optionally a watch of
+//!   the lease on a connection of its own.
+//! - [`LeaseEnd`] (in [`cmd`], re-exported): why a lease ended, as WATCH answers.
 //! - [`Error`] (`error`): the one error type, and the mapping of server error codes.
 
 #![deny(missing_docs)]

@@ -168,3 +168,45 @@ server_tests! {
         assert!(holder(&mut s.conn(), "locks_example:person:8").is_none());
     }
 }
+
+mod lifecycle {
+    //! `claim_async` and `watch_async`.
+
+    use super::*;
+    use pylocks::LeaseEnd;
+    use testkit::redis::AsyncConnectionConfig;
+
+    testkit::server_tests! {
+        fn claim_and_watch_async(kind: Kind) {
+            let s = Server::start(kind);
+            rt().block_on(async {
+                let client = redis::Client::open(s.url()).unwrap();
+                let mut con = client.get_multiplexed_async_connection().await.unwrap();
+                // The watch below outlasts the default 500 ms response timeout.
+                let config = AsyncConnectionConfig::new().set_response_timeout(None);
+                let mut watch_con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+                let f = people(Duration::from_secs(60));
+                let given = f.acquire_async(&mut con, [5]).await.unwrap();
+                assert_eq!(given.watch_async(&mut watch_con, Some(Duration::from_millis(700))).await.unwrap(), None);
+
+                let watched = given.clone();
+                let watcher = tokio::spawn(async move { watched.watch_async(&mut watch_con, None).await });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mine = given.claim_async(&mut con, None).await.unwrap();
+                let again = given.claim_async(&mut con, None).await.unwrap();
+                assert_eq!((again.lease_id(), again.token()), (mine.lease_id(), mine.token()));
+                assert!(mine.token() > given.token());
+                let got = tokio::time::timeout(Duration::from_secs(2), watcher).await.unwrap().unwrap();
+                assert_eq!(got.unwrap(), Some(LeaseEnd::Claimed));
+
+                let duplicate = f.get_handle_async(&mut con, [5], mine.lease_id()).await.unwrap();
+                let err = given.claim_async(&mut con, Some("another-run")).await.unwrap_err();
+                assert!(matches!(err, Error::Claimed { .. }) && err.is_lease_lost(), "{err}");
+                assert_eq!(holder(&mut s.conn(), "locks_example:person:5").unwrap().lease.id, mine.lease_id().as_bytes());
+                drop(duplicate);
+                mine.release_async(&mut con).await.unwrap();
+                assert_eq!(given.watch_async(&mut con, None).await.unwrap(), Some(LeaseEnd::NotHeld));
+            });
+        }
+    }
+}

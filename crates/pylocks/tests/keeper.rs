@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pylocks::{Error, LeaseStatus, LockFactory};
+use pylocks::{Error, LeaseEnd, LeaseStatus, LockFactory};
 use testkit::redis;
 use testkit::{holder, server_tests, Server};
 
@@ -137,5 +137,119 @@ server_tests! {
             tokio::time::sleep(Duration::from_millis(500)).await;
             assert!(holder(&mut s.conn(), "job:5").is_none(), "no renewal after drop: the lease ran out");
         });
+    }
+}
+
+mod watching {
+    //! Keepers from `keep_alive_watching`: a loss is signalled within milliseconds, with the reason.
+
+    /// A keeper that also watches, on a lease of `ttl` at `job:{n}`, once its watch is blocked on
+    /// the server.
+    async fn watched_keeper(
+        s: &Server,
+        n: u32,
+        ttl: Duration,
+    ) -> (pylocks::Keeper, redis::aio::MultiplexedConnection) {
+        let mut con = connect(s).await;
+        let client = redis::Client::open(s.url()).unwrap();
+        let keeper = jobs(ttl)
+            .acquire_async(&mut con, [n])
+            .await
+            .unwrap()
+            .keep_alive_watching(con.clone(), client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.info("pylock", "pylock_watching").as_deref() != Some("1") {
+            assert!(
+                Instant::now() < deadline,
+                "the keeper's watch never blocked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (keeper, con)
+    }
+
+    /// Waits (at most 2 s) for the keeper to report a loss, and returns it with the time it took
+    /// from `since`.
+    async fn loss_after(keeper: &pylocks::Keeper, since: Instant) -> (Error, Duration) {
+        let err = tokio::time::timeout(
+            Duration::from_secs(2),
+            keeper.while_held(std::future::pending::<()>()),
+        )
+        .await
+        .expect("the loss is signalled")
+        .unwrap_err();
+        (err, since.elapsed())
+    }
+
+    /// Well under the renewal period of the 30 s leases below (10 s): only the watch can be this
+    /// quick. Loopback answers in about a millisecond; the rest is margin for a loaded machine.
+    const PROMPT: Duration = Duration::from_millis(100);
+
+    use super::*;
+
+    server_tests! {
+        fn a_watching_keeper_signals_a_delete_within_milliseconds(kind: Kind) {
+            let s = Server::start(kind);
+            rt().block_on(async {
+                let (keeper, mut con) = watched_keeper(&s, 10, Duration::from_secs(30)).await;
+                let at = Instant::now();
+                redis::cmd("DEL").arg("job:10").query::<()>(&mut s.conn()).unwrap();
+                let (err, took) = loss_after(&keeper, at).await;
+                assert!(matches!(err, Error::LeaseEnded { reason: LeaseEnd::Deleted, .. }), "{err}");
+                assert_eq!(err.lease_end(), Some(LeaseEnd::Deleted));
+                assert!(err.is_lease_lost());
+                assert!(took < PROMPT, "{took:?}");
+                assert!(matches!(keeper.status(), LeaseStatus::Lost(Error::LeaseEnded { .. })));
+                let err = keeper.release(&mut con).await.unwrap_err();
+                assert!(err.is_lease_lost(), "{err}");
+            });
+        }
+
+        fn a_watching_keeper_signals_a_release_or_claim_by_another_process(kind: Kind) {
+            let s = Server::start(kind);
+            rt().block_on(async {
+                // Another process knows the lease id (pattern 2) and releases it.
+                let (keeper, _con) = watched_keeper(&s, 11, Duration::from_secs(30)).await;
+                let other = keeper.handle().clone();
+                let at = Instant::now();
+                other.release(&mut s.conn()).unwrap();
+                let (err, took) = loss_after(&keeper, at).await;
+                assert_eq!(err.lease_end(), Some(LeaseEnd::Released), "{err}");
+                assert!(took < PROMPT, "{took:?}");
+                drop(keeper);
+
+                // A duplicate run claims it.
+                let (keeper, _con) = watched_keeper(&s, 12, Duration::from_secs(30)).await;
+                let at = Instant::now();
+                let duplicate = keeper.handle().claim(&mut s.conn(), None).unwrap();
+                let (err, took) = loss_after(&keeper, at).await;
+                assert_eq!(err.lease_end(), Some(LeaseEnd::Claimed), "{err}");
+                assert!(took < PROMPT, "{took:?}");
+                drop(keeper);
+                assert_eq!(holder(&mut s.conn(), "job:12").unwrap().lease.id, duplicate.lease_id().as_bytes(),
+                    "the keeper stopped without touching the claimant's lock");
+            });
+        }
+
+        fn a_watching_keeper_renews_past_the_ttl_and_stops_watching_when_dropped(kind: Kind) {
+            let s = Server::start(kind);
+            rt().block_on(async {
+                let ttl = Duration::from_millis(300);
+                let (keeper, mut con) = watched_keeper(&s, 13, ttl).await;
+                let out = keeper
+                    .while_held(tokio::time::sleep(Duration::from_millis(1200)))
+                    .await;
+                assert!(out.is_ok(), "renewals (EXTEND) did not end the watch: {out:?}");
+                assert!(matches!(keeper.status(), LeaseStatus::Held));
+                let handle = keeper.stop().await;
+                // Stopping closed the watch connection: the server no longer counts the watch.
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while s.info("pylock", "pylock_watching").as_deref() != Some("0") {
+                    assert!(Instant::now() < deadline, "the watch outlived the keeper");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                handle.release_async(&mut con).await.unwrap();
+            });
+        }
     }
 }
