@@ -9,7 +9,7 @@
 //! | [`grant`] to a waiter (the lock passed to the longest waiter) | new lock, deadline | `PYLOCK.RESTORE … PXAT` | `pylock.handoff` | `acquired`, when the waiter's reply is sent (`blocking::delivery`) |
 //! | [`renew`] (same-LEASE ACQUIRE, CONFIRM EXTEND) | deadline | `PYLOCK.RESTORE … PXAT [… FROM]` (the whole lease) | `pylock.extend` | the caller's counter |
 //! | [`claim`] (CONFIRM … CLAIM) | the new id, token and deadline, claimed from the old id | `PYLOCK.RESTORE … PXAT … FROM` | `pylock.claim` | `claimed` |
-//! | [`restore_expiry`] (a generic command moved the key's expiry past the lease's deadline) | the key's expiry | `PEXPIREAT` | — | — |
+//! | [`restore_expiry`] (a PERSIST or RESTORE left the key's expiry past the lease's deadline, or none) | the key's expiry | `PEXPIREAT` | — | — |
 //! | [`release`] (RELEASE) | key deleted | `DEL` | `pylock.release` | `released` |
 //! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | `pylock.revoke` | — |
 //! | [`restore`] (replication stream, AOF loading) | the given lock | `PYLOCK.RESTORE` (a replica's own AOF) | `pylock.restore` | — |
@@ -167,8 +167,8 @@ pub(crate) fn claim(
     stats::CLAIMED.incr();
 }
 
-/// Puts the key's expiry back to the lease's own deadline after a generic command (PERSIST,
-/// a later EXPIRE, a RESTORE with no TTL) moved it later or removed it, and replicates it.
+/// Puts the key's expiry back to the lease's own deadline after a PERSIST or a RESTORE left
+/// it later or removed it, and replicates it.
 pub(crate) fn restore_expiry(ctx: Ctx, key: &Arg, lock: &LockKey<Write>, deadline_ms: i64) {
     lock.set_key_expiry(deadline_ms);
     ctx.replicate_deadline(key, deadline_ms);

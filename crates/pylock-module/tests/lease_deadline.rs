@@ -6,22 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::now_ms;
+use common::{now_ms, take};
 use testkit::redis::{self, Value};
-use testkit::{holder, pexpiretime, query, query_err, server_tests, wait_until, Lease, Server};
-
-fn take(con: &mut redis::Connection, key: &str, ttl: i64, id: &str) -> Lease {
-    Lease::from_value(&query(
-        con,
-        &[
-            b"PYLOCK.ACQUIRE",
-            key.as_bytes(),
-            ttl.to_string().as_bytes(),
-            b"LEASE",
-            id.as_bytes(),
-        ],
-    ))
-}
+use testkit::{holder, pexpiretime, query, query_err, server_tests, wait_until, Server};
 
 server_tests! {
     fn generic_commands_never_extend_a_lease(kind: Kind) {

@@ -4,11 +4,13 @@
 
 mod common;
 
+use common::take;
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use testkit::redis::{self, Value};
-use testkit::{error_text, query, server_tests, wait_until, Lease, Server};
+use testkit::{error_text, query, server_tests, wait_until, Server};
 
 /// A command that ends a lease, run on its own connection.
 type Ending = Box<dyn FnOnce(&mut redis::Connection)>;
@@ -42,19 +44,6 @@ fn watching(s: &Server) -> i64 {
 fn wait_watching(s: &Server, n: i64) {
     wait_until(Duration::from_secs(5), || watching(s) == n)
         .unwrap_or_else(|_| panic!("watching {} != {n}", watching(s)));
-}
-
-fn take(con: &mut redis::Connection, key: &str, ttl: i64, id: &str) -> Lease {
-    Lease::from_value(&query(
-        con,
-        &[
-            b"PYLOCK.ACQUIRE",
-            key.as_bytes(),
-            ttl.to_string().as_bytes(),
-            b"LEASE",
-            id.as_bytes(),
-        ],
-    ))
 }
 
 fn bulk(text: &str) -> Value {
@@ -145,14 +134,14 @@ server_tests! {
     fn renewals_do_not_end_a_lease(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
-        take(&mut con, "k", 200, "a");
+        take(&mut con, "k", 300, "a");
         let w = watch_in_thread(&s, "k", "a", &["TIMEOUT", "600"]);
         wait_watching(&s, 1);
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(100));
-            query(&mut con, &[b"PYLOCK.CONFIRM", b"k", b"a", b"EXTEND", b"200"]);
+            query(&mut con, &[b"PYLOCK.CONFIRM", b"k", b"a", b"EXTEND", b"300"]);
             query(&mut con, &[b"PYLOCK.CONFIRM", b"k", b"a"]);
-            take(&mut con, "k", 200, "a");
+            take(&mut con, "k", 300, "a");
         }
         let (reply, _) = w.join().unwrap();
         assert_eq!(reply, Ok(Value::Nil), "still held when TIMEOUT passed");

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use testkit::redis::{self, Value};
-use testkit::Server;
+use testkit::{query, Lease, Server};
 
 pub fn dbsize(con: &mut redis::Connection) -> i64 {
     redis::cmd("DBSIZE").query(con).unwrap()
@@ -45,4 +45,18 @@ pub fn code(r: redis::RedisResult<Value>) -> String {
         Ok(v) => format!("ok: {v:?}"),
         Err(e) => e.code().unwrap_or("?").to_string(),
     }
+}
+
+/// `PYLOCK.ACQUIRE key ttl LEASE id`, which must grant.
+pub fn take(con: &mut redis::Connection, key: &str, ttl_ms: i64, id: &str) -> Lease {
+    Lease::from_value(&query(
+        con,
+        &[
+            b"PYLOCK.ACQUIRE",
+            key.as_bytes(),
+            ttl_ms.to_string().as_bytes(),
+            b"LEASE",
+            id.as_bytes(),
+        ],
+    ))
 }
