@@ -447,12 +447,13 @@ class LockedTask(Task):
               arguments: Mapping[str, Any]) -> Tuple[Optional[SingleLockHandle], Optional[str]]:
         """This run's lease: claimed from the message's header or lease argument, else acquired."""
         ttl = self._ttl()
-        carried = _parse_header(_read_header(request))
+        raw = _read_header(request)
+        carried = _parse_header(raw)
         lease_id: Optional[str] = None
         key: Optional[str] = None
         if carried is not None:
             key, lease_id = carried
-        else:
+        elif raw is _MISSING:  # a None header (a retry that released) means: acquire
             lease_id = self._lease_arg(arguments)
             if lease_id is not None:
                 key = factory.key(*self._parts(arguments))
