@@ -116,24 +116,43 @@ def register(app: Celery, person_lock: RedisLockFactory,
         people_redis().incrby("person:%s" % person_id, amount)
         return "applied"
 
-    @app.task(name="locked.enqueue_duplicate", lock_mode="enqueue", **opts)
-    def enqueued_duplicate(self, person_id: str, amount: int) -> str:
-        """Holds its lease until the test says go, so a second copy of its message arrives
-        while it runs."""
-        record(self, person_id, amount)
+    # --- duplicates and killed workers, in both ways of working ---------------------------
+
+    def until_go(person_id: str) -> None:
+        """Hold the lease until the test says go, so a second copy of the message arrives
+        while this run works."""
         people = people_redis()
         deadline = time.monotonic() + 30
         while not people.get("go:%s" % person_id) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    @app.task(name="locked.enqueue_duplicate", lock_mode="enqueue", **opts)
+    def enqueued_duplicate(self, person_id: str, amount: int) -> str:
+        record(self, person_id, amount)
+        until_go(person_id)
         return "applied"
 
-    @app.task(name="locked.enqueue_killable", lock_mode="enqueue", acks_late=True,
-              **opts)
+    @app.task(name="locked.task_duplicate", **opts)
+    def in_task_duplicate(self, person_id: str, amount: int) -> str:
+        record(self, person_id, amount)
+        until_go(person_id)
+        return "applied"
+
+    def stop_until_killed(person_id: str) -> None:
+        people_redis().set("stopped:%s" % person_id, 1)
+        time.sleep(120)
+
+    @app.task(name="locked.enqueue_killable", lock_mode="enqueue", acks_late=True, **opts)
     def enqueued_killable(self, person_id: str, amount: int) -> str:
         """Applies its amount, then stops until the test SIGKILLs its worker."""
         record(self, person_id, amount)
-        people_redis().set("stopped:%s" % person_id, 1)
-        time.sleep(120)
+        stop_until_killed(person_id)
+        return "applied"
+
+    @app.task(name="locked.task_killable", acks_late=True, **opts)
+    def in_task_killable(self, person_id: str, amount: int) -> str:
+        record(self, person_id, amount)
+        stop_until_killed(person_id)
         return "applied"
 
     # --- long tasks -------------------------------------------------------------------------

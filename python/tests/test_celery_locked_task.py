@@ -292,68 +292,97 @@ def _broker(celery):
     return celery.server.client(db=1)
 
 
+def _copy_queued(broker, queue: str) -> None:
+    """Push a byte-for-byte copy of every message waiting in ``queue``: a duplicate delivery."""
+    for raw in broker.lrange(queue, 0, -1):
+        broker.lpush(queue, raw)
+
+
 def test_a_duplicate_delivery_runs_its_body_zero_times(celery_env, request) -> None:
-    """The same message twice in the queue (a byte-for-byte copy), two worker processes:
-    both runs claim the message's lease; one gets it, the other gets CLAIMED and is
-    acknowledged and logged without running its body. One body run in all."""
+    """Each message twice in the queue (byte-for-byte copies), one of each way of working,
+    four worker processes: both runs of a message try to claim its lease; one gets it, the
+    other gets CLAIMED and is acknowledged and logged without running its body. Then a third
+    copy, after the first run succeeded and released: with the lease sent by the producer it
+    is ignored as well (the result backend says SUCCESS), and the result stays; with the lock
+    taken in the task it runs again, as any task would on a free lock."""
     app = celery_env.lockapp
     people = celery_env.people
-    p = person()
-    res = app.locked.enqueued_duplicate.apply_async((p, 5), queue="dup15")  # nobody consumes it yet
     broker = _broker(celery_env)
-    (raw,) = broker.lrange("dup15", 0, -1)
-    broker.lpush("dup15", raw)
+    p1, p2 = person(), person()
+    res1 = app.locked.in_task_duplicate.apply_async((p1, 3), queue="dup15")  # nobody consumes it yet
+    res2 = app.locked.enqueued_duplicate.apply_async((p2, 5), queue="dup15")
+    raw = broker.lrange("dup15", 0, -1)
+    assert len(raw) == 2
+    _copy_queued(broker, "dup15")
     worker = Worker(app, f"dup-{celery_env.server.kind}@pylocks", celery_env.tmp / "worker-dup.log",
-                    pool="prefork", concurrency=2, queues="dup15")
+                    pool="prefork", concurrency=4, queues="dup15")
     register_log(request, worker.log)
     try:
         worker.wait_ready()
-        wait_for(lambda: f"[{res.id}]: duplicate delivery refused" in worker.log_text(), 30,
-                 what="the duplicate refused")
-        people.set("go:%s" % p, 1)
-        assert get_result(res) == ("SUCCESS", "applied")
-        assert len(runs(people, p)) == 1
-        assert celery_env.counter(p) == 5
-        assert "CLAIMED" in worker.log_text()
-        assert app.person_lock.info(p) is None
+        for res in (res1, res2):
+            wait_for(lambda: f"[{res.id}]: duplicate delivery refused" in worker.log_text(), 30,
+                     what="the duplicate refused")
+        people.set("go:%s" % p1, 1)
+        people.set("go:%s" % p2, 1)
+        assert get_result(res1) == ("SUCCESS", "applied")
+        assert get_result(res2) == ("SUCCESS", "applied")
+        for p, amount in ((p1, 3), (p2, 5)):
+            assert len(runs(people, p)) == 1 and celery_env.counter(p) == amount
+            assert app.person_lock.info(p) is None
+        assert worker.log_text().count("CLAIMED") >= 2
+        for message in raw:
+            broker.lpush("dup15", message)
+        # Lock before enqueuing: the message's lease was used up; the result backend says
+        # SUCCESS, so the late copy is ignored and the result stays.
+        wait_for(lambda: f"[{res2.id}]: duplicate delivery of a run that succeeded" in worker.log_text(),
+                 30, what="the late copy ignored")
+        assert get_result(res2) == ("SUCCESS", "applied")
+        assert len(runs(people, p2)) == 1 and celery_env.counter(p2) == 5
+        # Lock inside the task: the lock is free again, so a late copy is a new run under it.
+        wait_for(lambda: len(runs(people, p1)) == 2, 30, what="the late copy of the lock-in-task message")
         assert broker.llen("dup15") == 0
     finally:
         worker.stop()
 
 
 def test_a_sigkilled_acks_late_run_is_not_run_again(celery_env, request) -> None:
-    """``acks_late``: the run claims, applies its amount, and its worker is SIGKILLed. After
-    the visibility timeout the broker hands the message to another worker; its run finds
-    the lease claimed (CLAIMED), is acknowledged without running, and the amount stays
-    applied once. The dead run's lease keeps the lock until its TTL."""
+    """``acks_late``, one task of each way of working: each run claims, applies its amount,
+    and the worker is SIGKILLed. After the visibility timeout the broker hands the messages
+    to another worker; each run finds its message's lease claimed (CLAIMED), is acknowledged
+    without running, and the amounts stay applied once. The dead runs' leases keep the locks
+    until their TTL."""
     app = celery_env.lockapp
     people = celery_env.people
     kind = celery_env.server.kind
-    p = person()
+    p1, p2 = person(), person()
     victim = Worker(app, f"victim15-{kind}@pylocks", celery_env.tmp / "worker-victim15.log",
-                    pool="prefork", concurrency=1, queues="kill15")
+                    pool="prefork", concurrency=2, queues="kill15")
     register_log(request, victim.log)
     rescuer = None
     try:
         victim.wait_ready()
-        res = app.locked.enqueued_killable.apply_async((p, 5), queue="kill15")
-        wait_for(lambda: people.get("stopped:%s" % p), 30, what="the first run applying")
-        (dead,) = runs(people, p)
+        res1 = app.locked.in_task_killable.apply_async((p1, 3), queue="kill15")
+        res2 = app.locked.enqueued_killable.apply_async((p2, 5), queue="kill15")
+        wait_for(lambda: people.get("stopped:%s" % p1) and people.get("stopped:%s" % p2), 30,
+                 what="the first runs applying")
+        dead = {p: runs(people, p)[0] for p in (p1, p2)}
         victim.kill()
         killed = time.monotonic()
         rescuer = Worker(app, f"rescuer15-{kind}@pylocks", celery_env.tmp / "worker-rescuer15.log",
-                         pool="prefork", concurrency=1, queues="kill15")
+                         pool="prefork", concurrency=2, queues="kill15")
         register_log(request, rescuer.log)
         rescuer.wait_ready()
-        wait_for(lambda: f"[{res.id}]: duplicate delivery refused" in rescuer.log_text(), 40,
-                 what="the redelivery refused")
+        for res in (res1, res2):
+            wait_for(lambda: f"[{res.id}]: duplicate delivery refused" in rescuer.log_text(), 40,
+                     what="the redelivery refused")
         assert time.monotonic() - killed >= app.VISIBILITY_TIMEOUT - 2
-        assert len(runs(people, p)) == 1 and celery_env.counter(p) == 5
-        info = app.person_lock.info(p)
-        assert info is not None and info.lease_id == dead.id
+        for p, amount in ((p1, 3), (p2, 5)):
+            assert len(runs(people, p)) == 1 and celery_env.counter(p) == amount
+            info = app.person_lock.info(p)
+            assert info is not None and info.lease_id == dead[p].id
         broker = _broker(celery_env)
-        wait_for(lambda: not any(res.id.encode() in v for v in broker.hvals("unacked")), 10,
-                 what="the redelivered message acknowledged")
+        wait_for(lambda: not any(r.id.encode() in v for v in broker.hvals("unacked") for r in (res1, res2)),
+                 10, what="the redelivered messages acknowledged")
         assert broker.llen("kill15") == 0
     finally:
         victim.stop()

@@ -110,6 +110,8 @@ if TYPE_CHECKING:
 
         def run(self, *args: Any, **kwargs: Any) -> Any: ...
 
+        def AsyncResult(self, task_id: str, **kwargs: Any) -> Any: ...
+
         def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
         def apply_async(self, args: Any = None, kwargs: Any = None, task_id: Optional[str] = None,
@@ -466,18 +468,38 @@ class LockedTask(Task):
                                self.name, request.id, lease_id, key, err)
                 raise Ignore() from None
             except LeaseLost as err:
+                if self._succeeded(request):
+                    logger.warning("task %s[%s]: duplicate delivery of a run that succeeded, not run: "
+                                   "lease %s on %s: %s", self.name, request.id, lease_id, key, err)
+                    raise Ignore() from None
                 logger.error("task %s[%s]: lease %s on %s lost before the task ran: %s",
                              self.name, request.id, lease_id, key, err)
                 raise
-        parts = self._parts(arguments)
+        return self._acquire(factory, request, self._parts(arguments), ttl), None
+
+    def _acquire(self, factory: RedisLockFactory, request: Any, parts: Tuple[Any, ...],
+                 ttl: float) -> Optional[SingleLockHandle]:
+        """Take the lock inside the task, under ``lock_held``'s policy.
+
+        On a worker (or in eager mode) the lease is first acquired under the message's task
+        id, then claimed under an id of this run's own: a second delivery of the same message
+        then finds that id claimed (``CLAIMED``) and is refused as a duplicate, as a claimed
+        header lease is."""
         held = self.lock_held
+        message = self._message_id(request)
         try:
-            handle = factory.acquire(*parts, ttl=ttl,
-                                     wait=(self.lock_wait or ttl) if held == "wait" else None)
+            try:
+                handle = factory.acquire(*parts, ttl=ttl, lease_id=message)
+            except LockAlreadyHeld as err:
+                if message is not None:
+                    self._refuse_duplicate(factory, err.key or factory.key(*parts), message, request)
+                if held != "wait":
+                    raise
+                handle = factory.acquire(*parts, ttl=ttl, lease_id=message, wait=self.lock_wait or ttl)
         except LockAlreadyHeld as err:
             if held == "skip":
                 logger.info("task %s[%s] skipped: %s", self.name, request.id, err)
-                return None, None
+                return None
             if held == "retry" and not getattr(request, "called_directly", True):
                 logger.info("task %s[%s]: %s; retrying in %ss", self.name, request.id, err,
                             self.lock_retry_countdown)
@@ -485,7 +507,42 @@ class LockedTask(Task):
             logger.error("task %s[%s]: %s", self.name, request.id, err)
             raise
         handle.lease_ttl_ms = _core.to_ms(ttl, "ttl")
-        return handle, None
+        if message is None:
+            return handle
+        try:
+            return handle.claim()
+        except LockClaimed as err:  # a second delivery of this message claimed it in between
+            logger.warning("task %s[%s]: duplicate delivery refused, not run: %s", self.name, request.id, err)
+            raise Ignore() from None
+
+    @staticmethod
+    def _message_id(request: Any) -> Optional[str]:
+        """The message's task id as a lease id, for a run on a worker or in eager mode."""
+        task_id = getattr(request, "id", None)
+        if getattr(request, "called_directly", True) or not isinstance(task_id, str):
+            return None
+        return task_id if 0 < len(task_id.encode()) <= 128 else None
+
+    def _refuse_duplicate(self, factory: RedisLockFactory, key: str, message: str, request: Any) -> None:
+        """Raise ``Ignore`` if the lock is held by a run of this message (``CLAIMED``)."""
+        try:
+            SingleLockHandle(factory.redis, key, message, 0, 0, factory.ttl_ms).confirm()
+        except LockClaimed as err:
+            logger.warning("task %s[%s]: duplicate delivery refused, not run: lease %s on %s: %s",
+                           self.name, request.id, message, key, err)
+            raise Ignore() from None
+        except LeaseLost:
+            pass  # held by another message's lease (or freed meanwhile): the policy decides
+
+    def _succeeded(self, request: Any) -> bool:
+        """Whether the result backend has this task id as succeeded (a copy of a message
+        whose run released its lease and ended)."""
+        if getattr(request, "is_eager", False) or not getattr(request, "id", None):
+            return False
+        try:
+            return bool(self.AsyncResult(request.id).state == "SUCCESS")
+        except Exception:  # noqa: BLE001 - no backend, or it failed: cannot tell
+            return False
 
     def _finish(self, run: _Run, why: Optional[str]) -> None:
         """End a run: release its lease unless a retry took it over. ``why`` is how the run
