@@ -261,6 +261,38 @@ def test_a_revoked_queued_task_releases_its_lease(celery) -> None:
     assert get_result(app.locked.enqueued.delay(p, 1)) == ("SUCCESS", "applied")
 
 
+def test_a_terminated_run_releases_its_claimed_lease(celery) -> None:
+    """``revoke(terminate=True)`` of a running task: the pool process gets SIGTERM, the run
+    unwinds and releases the lease it claimed; the worker's ``task_revoked`` release by the
+    message's id finds it claimed and changes nothing."""
+    app = celery.lockapp
+    p = person()
+    res = app.locked.enqueued_duplicate.delay(p, 1)  # works until told to go
+    wait_for(lambda: len(runs(celery.people, p)) == 1, 20, what="the run working")
+    (run,) = runs(celery.people, p)
+    assert app.person_lock.info(p).lease_id == run.id
+    app.celery_app.control.revoke(res.id, terminate=True)
+    wait_for(lambda: app.person_lock.info(p) is None, 15, what="the terminated run's release")
+    assert get_result(res)[0] == "REVOKED"
+    wait_for(lambda: f"lease {res.lease.id} on {res.lease.key} was no longer held by it"
+             in celery.worker.log_text(), 5, what="the handler's log line")
+
+
+def test_a_countdown_past_the_visibility_timeout_runs_once(celery) -> None:
+    """A countdown longer than the broker's visibility timeout (12 s, 6 s): the worker holds
+    the message unacknowledged while it waits, the broker restores it, and the worker gets a
+    second copy for the same ETA. Both copies claim the lease; one runs, one is ignored."""
+    app = celery.lockapp
+    p = person()
+    res = app.locked.enqueued.apply_async((p, 5), countdown=app.VISIBILITY_TIMEOUT + 6)
+    assert get_result(res, timeout=40) == ("SUCCESS", "applied")
+    wait_for(lambda: f"[{res.id}]: duplicate delivery refused" in celery.worker.log_text(), 10,
+             what="the restored copy refused")
+    assert celery.worker.log_text().count(f"Task locked.enqueue[{res.id}] received") == 2
+    assert len(runs(celery.people, p)) == 1 and celery.counter(p) == 5
+    assert app.person_lock.info(p) is None
+
+
 # --- long tasks -----------------------------------------------------------------------------
 
 def test_keep_alive_holds_a_short_lease_through_a_long_task(celery) -> None:

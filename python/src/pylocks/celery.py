@@ -41,7 +41,8 @@ Options (task attributes: arguments of ``@app.task``, or of a subclass):
     (queue for it on the server, first come first served, up to ``lock_wait`` seconds) or
     ``"skip"`` (log it and return ``None`` without running). At the producer (enqueue mode):
     ``"raise"``, ``"skip"`` (``apply_async`` returns ``None``: the enqueue is de-duplicated)
-    or ``"wait"``. ``apply_async(..., graceful=True)`` is ``"skip"`` for one call.
+    or ``"wait"`` (``"retry"`` acts as ``"raise"`` there). ``apply_async(..., graceful=True)``
+    is ``"skip"`` for one call.
 ``lock_ttl``
     lease duration in seconds; the factory's ttl by default. A claim resets it to this.
 ``lock_wait``
@@ -68,17 +69,24 @@ in enqueue mode returns the result with ``result.lease``, the producer's
 :class:`~pylocks.blocking.SingleLockHandle`.
 
 How a run gets its lease, in this order: the message's lease header (``pylocks_lease``,
-read at the request's top level on a worker and in ``request.headers`` in eager mode), then
-``lock_lease_arg``, then (lock inside the task, or a message sent without a lease) an
-acquire with ``lock_held``'s policy. A header or argument lease is **claimed**
-(``PYLOCK.CONFIRM … CLAIM``): the run takes it over under an id of its own, with a larger
-fencing token. A second delivery of the same message then gets ``CLAIMED``: it is logged,
-and ends with :class:`celery.exceptions.Ignore`, so it is acknowledged, its body does not
-run and the first run's result is left alone. A lease lost before the run (``NOTHELD``,
-``NOTOWNED``) is logged and raised, as in the seed.
+read in ``request.headers``, where eager mode puts it, and at the request's top level, where
+a worker puts custom headers, celery issue 4875), then ``lock_lease_arg``, then (lock inside
+the task, or a message sent without a lease) an acquire with ``lock_held``'s policy. A
+header or argument lease is **claimed** (``PYLOCK.CONFIRM … CLAIM``): the run takes it over
+under an id of its own, with a larger fencing token. A lock taken in the task is acquired
+under the message's task id and claimed the same way. A second delivery of the same message
+then gets ``CLAIMED``: it is logged, and ends with :class:`celery.exceptions.Ignore`, so it
+is acknowledged, its body does not run and the first run's result is left alone. A header
+or argument lease lost before the run (``NOTHELD``, ``NOTOWNED``) is logged and raised, as
+in the seed, unless the result backend has the task as succeeded (a late copy of a message
+whose run is over): then it is ignored too. The lease is released on every way out of the
+run (in ``__call__``: ``after_return`` does not run for RETRY, IGNORED or REJECTED); a lease
+found lost at the end is raised.
 
 A revoked (or expired) task that a worker discards releases the lease its message carries
-(the ``task_revoked`` signal), so the lock does not stay held until its TTL.
+(the ``task_revoked`` signal), so the lock does not stay held until its TTL. A run already
+going holds the lease under its claimed id, which that release leaves alone; a run
+terminated with SIGTERM releases it as it unwinds.
 """
 
 from __future__ import annotations
