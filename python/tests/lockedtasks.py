@@ -157,9 +157,9 @@ def register(app: Celery, person_lock: RedisLockFactory,
 
     # --- long tasks -------------------------------------------------------------------------
 
-    @app.task(name="locked.long", lock_ttl=1, lock_keep_alive=True, **opts)
+    @app.task(name="locked.long", lock_ttl=2, lock_keep_alive=True, **opts)
     def long_running(self, person_id: str, seconds: float) -> str:
-        """Runs ``seconds`` on a 1 s lease renewed in the background; records whether the
+        """Runs ``seconds`` on a 2 s lease renewed in the background; records whether the
         lease was lost, and why."""
         record(self, person_id, 0)
         people = people_redis()

@@ -132,8 +132,7 @@ if TYPE_CHECKING:
 
     class Ignore(Exception): ...
 
-    class Retry(Exception):
-        when: Union[None, float, datetime]
+    class Retry(Exception): ...
 
     def _connect_revoked(handler: Callable[..., None]) -> None: ...
 else:
