@@ -89,6 +89,11 @@ def register(app: Celery, person_lock: RedisLockFactory,
         record(self, person_id, amount)
         return "applied"
 
+    @app.task(name="locked.enqueue_wait", lock_mode="enqueue", lock_held="wait", lock_wait=30, **opts)
+    def enqueued_wait(self, person_id: str, amount: int = 1) -> str:
+        record(self, person_id, amount)
+        return "applied"
+
     @app.task(name="locked.enqueue_explicit", lock_mode="enqueue", lock_lease_arg="lease_id", **opts)
     def enqueued_explicit(self, person_id: str, amount: int, lease_id: str = None) -> str:
         """The seed's explicit style side by side: a producer that acquired passes the id."""

@@ -8,6 +8,7 @@ The failure modes are written up in python/CELERY.md, each naming its test here.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -152,6 +153,28 @@ def test_enqueue_refuses_or_skips_while_the_lock_is_held(celery) -> None:
     mine.release()
     assert get_result(app.locked.enqueued.delay(p, 7)) == ("SUCCESS", "applied")
     assert len(runs(celery.people, p)) == 1 and celery.counter(p) == 7
+
+
+def test_enqueue_held_wait_queues_the_producer_on_the_server(celery) -> None:
+    """``lock_held="wait"`` in enqueue mode: ``delay`` waits in the server's queue (one waiter
+    in PYLOCK.INFO) and sends the task once the holder releases."""
+    app = celery.lockapp
+    p = person()
+    mine = app.person_lock.acquire(p)
+    sent = []
+    producer = threading.Thread(target=lambda: sent.append(app.locked.enqueued_wait.delay(p, 2)))
+    producer.start()
+    try:
+        wait_for(lambda: app.person_lock.info(p).waiters == 1, 20, what="the producer waiting")
+        assert sent == []
+        mine.release()
+    finally:
+        producer.join(30)
+    (res,) = sent
+    assert get_result(res) == ("SUCCESS", "applied")
+    (run,) = runs(celery.people, p)
+    assert run.claimed_from == res.lease.id
+    assert app.person_lock.info(p) is None
 
 
 def test_enqueue_skip_deduplicates_a_second_enqueue(celery) -> None:
