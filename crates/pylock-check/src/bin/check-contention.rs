@@ -6,21 +6,10 @@
 //! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
 //! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pylock_check::checker::{self, Config};
+use pylock_check::checker::{self, Config, FaultKind};
 use testkit::{redis, Kind, Server};
-
-fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
-    for _ in 0..ms / 10 {
-        if done.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !done.load(Ordering::SeqCst)
-}
 
 use pylock_check::cli_arg as arg;
 
@@ -46,13 +35,13 @@ fn main() {
         let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
         s.wait_aof_rewrite_done();
         let (mut stops, mut reloads, mut loadaofs) = (0, 0, 0);
-        let history = checker::run(&s, &cfg, |done| {
+        let history = checker::run(&s, &cfg, |log| {
             if faults == "none" {
                 return;
             }
             let mut con = s.conn();
             let mut turn = 0u64;
-            while sleep_unless_done(done, 400) {
+            while log.sleep(400) {
                 turn += 1;
                 let which = match faults.as_str() {
                     "stop" => 0,
@@ -61,23 +50,29 @@ fn main() {
                 };
                 match which {
                     0 => {
-                        s.signal("STOP");
-                        std::thread::sleep(Duration::from_millis(50 + turn % 4 * 100));
-                        s.signal("CONT");
+                        log.inject(FaultKind::Stop, || {
+                            s.signal("STOP");
+                            std::thread::sleep(Duration::from_millis(50 + turn % 4 * 100));
+                            s.signal("CONT");
+                        });
                         stops += 1;
                     }
                     1 => {
-                        redis::cmd("DEBUG")
-                            .arg("RELOAD")
-                            .query::<()>(&mut con)
-                            .expect("DEBUG RELOAD");
+                        log.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG")
+                                .arg("RELOAD")
+                                .query::<()>(&mut con)
+                                .expect("DEBUG RELOAD")
+                        });
                         reloads += 1;
                     }
                     _ => {
-                        redis::cmd("DEBUG")
-                            .arg("LOADAOF")
-                            .query::<()>(&mut con)
-                            .expect("DEBUG LOADAOF");
+                        log.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG")
+                                .arg("LOADAOF")
+                                .query::<()>(&mut con)
+                                .expect("DEBUG LOADAOF")
+                        });
                         loadaofs += 1;
                     }
                 }
