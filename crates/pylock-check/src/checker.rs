@@ -1063,9 +1063,15 @@ impl Worker<'_> {
             timeout_ms: WATCH_TIMEOUT_MS,
             answer: None,
         });
-        let Some(client_id) = client_id else {
-            return;
-        };
+        if let Some(client_id) = client_id {
+            self.see_blocked(grant, client_id);
+        }
+        self.read_deadline(grant);
+    }
+
+    /// Waits until the server shows the watcher `client_id` blocked (the watch of `grant` is
+    /// in place), or answered, or 1 s has passed.
+    fn see_blocked(&mut self, grant: usize, client_id: i64) {
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             if self.collect_watches(true) {
@@ -1095,7 +1101,6 @@ impl Worker<'_> {
                 if let Some(w) = self.out.grants[grant].watch.as_mut() {
                     w.confirmed = true;
                 }
-                self.read_deadline(grant);
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -1962,11 +1967,9 @@ fn check_watches(cfg: &Config, history: &History, report: &mut Report) {
         // The watch may have reached the server after the end: answered at once then.
         let mut start = lo;
         if !w.confirmed {
-            allowed.extend(if reason == "claimed" {
-                &["claimed"][..]
-            } else {
-                &["notheld", "notowned"][..]
-            });
+            // (A claimed lease's watch gets `claimed` while the claimant holds the lock, and
+            // `notheld` or `notowned` once the claimant's lease has ended too.)
+            allowed.extend(["notheld", "notowned"]);
             start = start.max(w.sent);
         }
         // A fault that began before the answer was due held the server up; a reload while the
@@ -2015,7 +2018,8 @@ fn check_watches(cfg: &Config, history: &History, report: &mut Report) {
             }
             WatchAnswer::Nil if due_from + limit >= w.sent + w.timeout_ms * 1000 => {}
             other => report.violations.push(format!(
-                "{lease} was answered {other:?}, want one of {allowed:?} (the lease ended between {lo} and {hi} µs)"
+                "{lease} was answered {other:?} at {at} µs, want one of {allowed:?} (the lease ended between {lo} and {hi} µs; watch sent at {} µs, seen blocked: {})",
+                w.sent, w.confirmed
             )),
         }
     }
