@@ -4,7 +4,9 @@
 //! faults injected, and prints the history summary and the verdict. Exits 1 on any violation.
 //!
 //! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
-//! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`.
+//! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`, `--watch-limit-ms N`
+//! (50: how late a watcher may be answered), `--claim-percent N` (30), `--watch-percent N`
+//! (50).
 
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ fn main() {
             keys: num("--keys", 4) as usize,
             duration: Duration::from_secs(seconds),
             seed: num("--seed", 0x5eed) + (kind == Kind::Valkey) as u64,
+            watch_limit: Duration::from_millis(num("--watch-limit-ms", 50)),
+            claim_percent: num("--claim-percent", 30),
+            watch_percent: num("--watch-percent", 50),
             ..Config::small(0)
         };
         let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
