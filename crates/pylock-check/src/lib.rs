@@ -1,8 +1,11 @@
 //! Test tools for the pylock module that go beyond one scenario per test. They drive real
 //! servers started by `testkit`.
 //!
-//! - [`checker`]: the contention checker. Many clients hammer a few locks, and the checker
-//!   proves from the server's own answers that no lock was ever held by two leases at once.
+//! - [`checker`]: the contention checker. Many clients hammer a few locks, claim leases
+//!   (retried, and raced by duplicates) and watch them, and the checker proves from the server's
+//!   own answers that no lock was ever held by two leases at once, that each lease had at most
+//!   one successful claimant, that no fenced write was lost, and that every watcher was told
+//!   why its lease ended, in time.
 //! - [`malformed`]: a generator of malformed PYLOCK commands and a model of the wire contract
 //!   that says which replies each may get.
 //! - [`payload`]: mutated `DUMP` payloads of locks with a recomputed CRC64, for `RESTORE`, and

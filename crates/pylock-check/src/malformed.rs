@@ -52,6 +52,8 @@ pub enum Allowed {
     One,
     /// A PYLOCK.INFO array for a held lock.
     Info,
+    /// A bulk string: PYLOCK.WATCH's reason for a lease not held when it is called.
+    Reason(&'static str),
 }
 
 /// What the model says a command may get, and whether it waits (BLOCK on a held lock).
@@ -59,8 +61,12 @@ pub enum Allowed {
 pub struct Expectation {
     /// Any of these replies is right.
     pub allowed: Vec<Allowed>,
-    /// For ACQUIRE … BLOCK on a lock held by another lease: the BLOCK value's argument index.
+    /// For ACQUIRE … BLOCK on a lock held by another lease, or WATCH … TIMEOUT of the lease
+    /// that holds the lock: the BLOCK or TIMEOUT value's argument index.
     pub waits_at: Option<usize>,
+    /// WATCH of the lease that holds the lock, with no TIMEOUT: it would wait for as long as
+    /// the lease lives, so a run adds a short TIMEOUT (and asks the model again).
+    pub waits_forever: bool,
 }
 
 const NOT_INT: &str = "ERR value is not an integer or out of range";
@@ -130,6 +136,7 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
     let mut out = Expectation {
         allowed: Vec::new(),
         waits_at: None,
+        waits_forever: false,
     };
     let errors = |list: Vec<String>| list.into_iter().map(Allowed::Error).collect::<Vec<_>>();
     let n = args.len();
@@ -215,13 +222,9 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
                 out.allowed = errors(vec![arity(&name)]);
                 return out;
             }
-            let extend = match &args[3..] {
-                [] => None,
-                [opt, _] if opt.eq_ignore_ascii_case(b"EXTEND") => Some(4),
-                _ => {
-                    out.allowed = errors(vec![SYNTAX.into()]);
-                    return out;
-                }
+            let Some([extend, claim]) = options(args, 3, [b"EXTEND", b"CLAIM"]) else {
+                out.allowed = errors(vec![SYNTAX.into()]);
+                return out;
             };
             if let Some(e) = lease_error(&args[2]) {
                 value_errors.push((2, e, false));
@@ -232,18 +235,66 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
                     value_errors.push((x, e, amb));
                 }
             }
+            if let Some(c) = claim {
+                // The new id follows the lease id's rule, and may not be the lease itself.
+                if lease_error(&args[c]).is_some() || args[c] == args[2] {
+                    value_errors.push((c, BAD_LEASE.into(), false));
+                }
+            }
             if finish_errors(&mut out, &mut value_errors) {
                 return out;
             }
-            owner_outcome(
-                &mut out,
-                key,
-                &args[2],
-                Allowed::Lease {
+            let success = match claim {
+                // The seeded lock was never claimed, so a claim of its holder succeeds
+                // (a change), and CLAIMED never applies.
+                Some(c) => Allowed::Lease {
+                    id: Some(args[c].clone()),
+                    changes: true,
+                },
+                None => Allowed::Lease {
                     id: Some(args[2].clone()),
                     changes: extend.is_some(),
                 },
-            );
+            };
+            owner_outcome(&mut out, key, &args[2], success);
+        }
+        "pylock.watch" => {
+            if n < 3 {
+                out.allowed = errors(vec![arity(&name)]);
+                return out;
+            }
+            let Some([timeout]) = options(args, 3, [b"TIMEOUT"]) else {
+                out.allowed = errors(vec![SYNTAX.into()]);
+                return out;
+            };
+            if let Some(e) = lease_error(&args[2]) {
+                out.allowed = errors(vec![e]);
+                return out;
+            }
+            let mut timeout_ms = None;
+            if let Some(t) = timeout {
+                match redis_int(&args[t]) {
+                    None => value_errors.push((t, NOT_INT.into(), false)),
+                    Some(ms) if ms < 0 => value_errors.push((t, NEG_TIMEOUT.into(), false)),
+                    Some(ms) => timeout_ms = Some(ms),
+                }
+            }
+            if finish_errors(&mut out, &mut value_errors) {
+                return out;
+            }
+            match key {
+                KeyState::OtherType => out.allowed.push(Allowed::Error(WRONGTYPE.into())),
+                KeyState::Free => out.allowed.push(Allowed::Reason("notheld")),
+                KeyState::Held(holder) if *holder == args[2] => {
+                    // Held by the lease watched: nil once TIMEOUT passes (0 or none: never).
+                    out.allowed.push(Allowed::Nil);
+                    match (timeout, timeout_ms) {
+                        (Some(t), Some(_)) => out.waits_at = Some(t),
+                        _ => out.waits_forever = true,
+                    }
+                }
+                KeyState::Held(_) => out.allowed.push(Allowed::Reason("notowned")),
+            }
         }
         "pylock.release" => {
             if n != 3 {
@@ -270,6 +321,27 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
         _ => out.allowed = errors(vec![format!("unknown command {name}")]),
     }
     out
+}
+
+/// Reads `NAME value` options from `args[from..]`, each of `names` at most once
+/// (case-insensitive), into the index of each one's value. `None`: an unknown or repeated name,
+/// or a name without its value (`ERR syntax error`).
+fn options<const N: usize>(
+    args: &[Vec<u8>],
+    from: usize,
+    names: [&[u8]; N],
+) -> Option<[Option<usize>; N]> {
+    let mut found = [None; N];
+    let mut i = from;
+    while i < args.len() {
+        let slot = names.iter().position(|n| args[i].eq_ignore_ascii_case(n))?;
+        if i + 1 >= args.len() || found[slot].is_some() {
+            return None;
+        }
+        found[slot] = Some(i + 1);
+        i += 2;
+    }
+    Some(found)
 }
 
 /// Turns the value errors into the allowed set: the README fixes the order (count, option
@@ -329,6 +401,7 @@ pub fn judge<'a>(
             }
             _ => false,
         },
+        (Allowed::Reason(r), Ok(Value::BulkString(got))) => got == r.as_bytes(),
         (Allowed::Info, Ok(Value::Array(items))) => {
             items.len() == 8
                 && items.first() == Some(&Value::BulkString(b"lease".to_vec()))
@@ -447,7 +520,20 @@ fn edge_numbers(now_ms: i64) -> Vec<Vec<u8>> {
 
 fn option_word(rng: &mut Rng) -> Vec<u8> {
     let w = *rng.pick(&[
-        "LEASE", "BLOCK", "EXTEND", "NX", "PX", "PXAT", "KEEPTTL", "lease\0", "LEASE ", "LEASES",
+        "LEASE",
+        "BLOCK",
+        "EXTEND",
+        "CLAIM",
+        "TIMEOUT",
+        "NX",
+        "PX",
+        "PXAT",
+        "KEEPTTL",
+        "lease\0",
+        "LEASE ",
+        "LEASES",
+        "CLAIMS",
+        "TIMEOUT\0",
     ]);
     // Random case: option names are case-insensitive.
     w.bytes()
@@ -510,6 +596,9 @@ pub fn generate(rng: &mut Rng, keys: &[Vec<u8>], now_ms: i64) -> Vec<Vec<u8>> {
         "PyLoCk.AcQuIrE",
         "PYLOCK.CONFIRM",
         "PYLOCK.RESTORE",
+        "PYLOCK.WATCH",
+        "PYLOCK.WATCH",
+        "pylock.Watch",
     ]);
     let mut args: Vec<Vec<u8>> = vec![name.as_bytes().to_vec(), key];
     match name.to_ascii_lowercase().as_str() {
@@ -523,9 +612,30 @@ pub fn generate(rng: &mut Rng, keys: &[Vec<u8>], now_ms: i64) -> Vec<Vec<u8>> {
             }
         }
         "pylock.confirm" => {
-            args.push(lease_value(rng));
+            let lease = lease_value(rng);
+            args.push(lease.clone());
             if rng.chance(50) {
                 args.extend([b"EXTEND".to_vec(), ttl()]);
+            }
+            if rng.chance(40) {
+                // The new id: sometimes the lease itself (refused), else any lease value.
+                let to = if rng.chance(20) {
+                    lease
+                } else {
+                    lease_value(rng)
+                };
+                args.extend([b"CLAIM".to_vec(), to]);
+            }
+        }
+        "pylock.watch" => {
+            args.push(lease_value(rng));
+            if rng.chance(60) {
+                let t = if rng.chance(50) {
+                    rng.pick(&numbers).clone()
+                } else {
+                    b"5".to_vec()
+                };
+                args.extend([b"TIMEOUT".to_vec(), t]);
             }
         }
         "pylock.release" => args.push(lease_value(rng)),
@@ -669,8 +779,14 @@ pub fn run(server: &Server, count: u64, seed: u64) -> FuzzReport {
         let mut args = generate(&mut rng, &pool, now);
         let key_state = args.get(1).map_or(KeyState::Free, |k| state_of(k));
         let mut exp = expect(&args, &key_state, now);
+        if exp.waits_forever {
+            // WATCH of the held lease would wait as long as the lease lives: bound it.
+            args.extend([b"TIMEOUT".to_vec(), b"20".to_vec()]);
+            exp = expect(&args, &key_state, now);
+        }
         if let Some(at) = exp.waits_at {
-            // BLOCK on a held lock waits that long: keep it short (0 would wait forever).
+            // BLOCK on a held lock, or WATCH of its lease, waits that long: keep it short (0
+            // would wait forever).
             args[at] = (1 + rng.below(20)).to_string().into_bytes();
             exp = expect(&args, &key_state, now);
             report.waited += 1;
@@ -699,6 +815,7 @@ pub fn run(server: &Server, count: u64, seed: u64) -> FuzzReport {
             Ok(Value::Int(1)) => "1 (released)".into(),
             Ok(Value::Array(a)) if a.len() == 3 => "lease reply".into(),
             Ok(Value::Array(a)) if a.len() == 8 => "PYLOCK.INFO reply".into(),
+            Ok(Value::BulkString(b)) => format!("WATCH reason {}", String::from_utf8_lossy(b)),
             Ok(other) => format!("{other:?}"),
         };
         *report.by_reply.entry(kind.clone()).or_default() += 1;
@@ -788,4 +905,388 @@ fn undo(con: &mut redis::Connection, key: &[u8], saved: &[Saved]) {
         .arg("REPLACE")
         .arg("ABSTTL")
         .query::<()>(con);
+}
+
+// ---- named bad inputs of CLAIM and WATCH -------------------------------------------------------
+
+/// The contract's error table for `CONFIRM … CLAIM` and `PYLOCK.WATCH`, as named cases: argv
+/// (on the seeded held lock `lock:held`, whose lease is [`HELD_LEASE`], or a free key) and the
+/// exact error each must get.
+pub fn claim_and_watch_bad_inputs() -> Vec<(Vec<Vec<u8>>, String)> {
+    let long = vec![b'y'; MAX_LEASE_ID + 1];
+    let held = HELD_LEASE;
+    let cases: Vec<(Vec<&[u8]>, String)> = vec![
+        // CLAIM's new id: empty, over 128 bytes, the lease itself.
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"CLAIM", b""],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"CLAIM", &long],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"CLAIM", held],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"claim",
+                held,
+                b"EXTEND",
+                b"100",
+            ],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:free", b"a", b"CLAIM", b"a"],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", b"", b"CLAIM", b"new"],
+            BAD_LEASE.into(),
+        ),
+        // Values left to right: EXTEND's before CLAIM's, and the other way round.
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"EXTEND",
+                b"x",
+                b"CLAIM",
+                b"",
+            ],
+            NOT_INT.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"",
+                b"EXTEND",
+                b"x",
+            ],
+            BAD_LEASE.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"new",
+                b"EXTEND",
+                b"0",
+            ],
+            bad_expire("pylock.confirm"),
+        ),
+        // Repeated, unknown, or missing its value.
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"CLAIM"],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"a",
+                b"CLAIM",
+                b"b",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"a",
+                b"claim",
+                b"a",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"CLAIMS", b"a"],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"a",
+                b"EXTEND",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.CONFIRM",
+                b"lock:held",
+                held,
+                b"CLAIM",
+                b"a",
+                b"extra",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held", held, b"TIMEOUT", b"5"],
+            SYNTAX.into(),
+        ),
+        (
+            vec![b"PYLOCK.CONFIRM", b"lock:held"],
+            arity("pylock.confirm"),
+        ),
+        // WATCH's TIMEOUT: not an integer, negative.
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT", b"abc"],
+            NOT_INT.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT", b"1.5"],
+            NOT_INT.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT", b""],
+            NOT_INT.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT", b"+5"],
+            NOT_INT.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.WATCH",
+                b"lock:held",
+                held,
+                b"TIMEOUT",
+                b"9223372036854775808",
+            ],
+            NOT_INT.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT", b"-1"],
+            NEG_TIMEOUT.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.WATCH",
+                b"lock:free",
+                b"a",
+                b"timeout",
+                b"-9223372036854775808",
+            ],
+            NEG_TIMEOUT.into(),
+        ),
+        // WATCH's lease id.
+        (vec![b"PYLOCK.WATCH", b"lock:held", b""], BAD_LEASE.into()),
+        (vec![b"PYLOCK.WATCH", b"lock:held", &long], BAD_LEASE.into()),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", b"", b"TIMEOUT", b"-1"],
+            BAD_LEASE.into(),
+        ),
+        // Repeated, unknown, or missing its value.
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"TIMEOUT"],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.WATCH",
+                b"lock:held",
+                held,
+                b"TIMEOUT",
+                b"1",
+                b"TIMEOUT",
+                b"2",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.WATCH",
+                b"lock:held",
+                held,
+                b"TIMEOUT",
+                b"1",
+                b"timeout",
+                b"-1",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"BLOCK", b"1"],
+            SYNTAX.into(),
+        ),
+        (
+            vec![
+                b"PYLOCK.WATCH",
+                b"lock:held",
+                held,
+                b"TIMEOUT",
+                b"5",
+                b"extra",
+            ],
+            SYNTAX.into(),
+        ),
+        (
+            vec![b"PYLOCK.WATCH", b"lock:held", held, b"extra"],
+            SYNTAX.into(),
+        ),
+        // Wrong arity.
+        (vec![b"PYLOCK.WATCH", b"lock:held"], arity("pylock.watch")),
+        (vec![b"PYLOCK.WATCH"], arity("pylock.watch")),
+        (vec![b"pylock.Watch"], arity("pylock.watch")),
+    ];
+    cases
+        .into_iter()
+        .map(|(args, e)| (args.into_iter().map(<[u8]>::to_vec).collect(), e))
+        .collect()
+}
+
+/// Sends each of `cases` (argv and the exact error it must get) to `server`, after seeding the
+/// usual keys. Checks that the model agrees, that the server answers exactly that error, that
+/// no key changed (`DBSIZE`, and each seeded key's `DUMP` and `PEXPIRETIME`), that `INFO
+/// pylock_watching` is 0, and that the server still answers `PING`. Returns every violation.
+pub fn check_named_cases(server: &Server, cases: &[(Vec<Vec<u8>>, String)]) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut con = server.conn();
+    let seeded = seed_keys(&mut con);
+    let baseline = snapshot(&mut con, &seeded).expect("snapshot");
+    let state_of = |key: &[u8]| {
+        seeded
+            .iter()
+            .find(|k| k.name == key)
+            .map_or(KeyState::Free, |k| k.state.clone())
+    };
+    for (args, want) in cases {
+        let key = args.get(1).map_or(KeyState::Free, |k| state_of(k));
+        let exp = expect(args, &key, now_ms());
+        if exp.allowed != vec![Allowed::Error(want.clone())] {
+            violations.push(format!(
+                "{}: the model allows {:?}, the contract says {want:?}",
+                show(args),
+                exp.allowed
+            ));
+        }
+        let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("PING"));
+        for a in &args[1..] {
+            cmd.arg(a.as_slice());
+        }
+        match cmd.query::<Value>(&mut con) {
+            Err(e) if testkit::error_text(&e) == *want => {}
+            other => violations.push(format!("{}: got {other:?}, want {want:?}", show(args))),
+        }
+        match snapshot(&mut con, &seeded) {
+            Ok(now) if now == baseline => {}
+            Ok(_) => violations.push(format!("{}: a key or DBSIZE changed", show(args))),
+            Err(e) => {
+                violations.push(format!("{}: server gone: {e}", show(args)));
+                return violations;
+            }
+        }
+    }
+    let watching = server.info("pylock", "pylock_watching");
+    if watching.as_deref() != Some("0") {
+        violations.push(format!("pylock_watching is {watching:?} after the cases"));
+    }
+    match redis::cmd("PING").query::<String>(&mut con) {
+        Ok(p) if p == "PONG" => {}
+        other => violations.push(format!("PING after the cases: {other:?}")),
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn state(args: &[Vec<u8>]) -> KeyState {
+        if args.get(1).map(Vec::as_slice) == Some(b"lock:held".as_slice()) {
+            KeyState::Held(HELD_LEASE.to_vec())
+        } else {
+            KeyState::Free
+        }
+    }
+
+    #[test]
+    fn the_model_gives_each_named_claim_and_watch_error() {
+        for (args, want) in claim_and_watch_bad_inputs() {
+            let exp = expect(&args, &state(&args), NOW);
+            assert_eq!(
+                exp.allowed,
+                vec![Allowed::Error(want.clone())],
+                "{}",
+                show(&args)
+            );
+        }
+    }
+
+    #[test]
+    fn the_model_knows_claim_and_watch_outcomes() {
+        let argv = |a: &[&[u8]]| a.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        let held = KeyState::Held(HELD_LEASE.to_vec());
+        // A claim of the holder: the new id's lease reply, a change.
+        let exp = expect(
+            &argv(&[b"PYLOCK.CONFIRM", b"k", HELD_LEASE, b"CLAIM", b"n"]),
+            &held,
+            NOW,
+        );
+        assert_eq!(
+            exp.allowed,
+            vec![Allowed::Lease {
+                id: Some(b"n".to_vec()),
+                changes: true
+            }]
+        );
+        let exp = expect(
+            &argv(&[b"PYLOCK.CONFIRM", b"k", b"other", b"CLAIM", b"n"]),
+            &held,
+            NOW,
+        );
+        assert_eq!(exp.allowed, vec![Allowed::ErrorCode("NOTOWNED")]);
+        let exp = expect(
+            &argv(&[b"PYLOCK.CONFIRM", b"k", b"a", b"CLAIM", b"n"]),
+            &KeyState::Free,
+            NOW,
+        );
+        assert_eq!(exp.allowed, vec![Allowed::ErrorCode("NOTHELD")]);
+        // WATCH: the reason at once, or a wait for the holder's own lease.
+        let exp = expect(&argv(&[b"PYLOCK.WATCH", b"k", b"a"]), &KeyState::Free, NOW);
+        assert_eq!(exp.allowed, vec![Allowed::Reason("notheld")]);
+        let exp = expect(
+            &argv(&[b"PYLOCK.WATCH", b"k", b"other", b"TIMEOUT", b"0"]),
+            &held,
+            NOW,
+        );
+        assert_eq!(exp.allowed, vec![Allowed::Reason("notowned")]);
+        let exp = expect(&argv(&[b"PYLOCK.WATCH", b"k", HELD_LEASE]), &held, NOW);
+        assert_eq!((exp.allowed, exp.waits_forever), (vec![Allowed::Nil], true));
+        let exp = expect(
+            &argv(&[b"PYLOCK.WATCH", b"k", HELD_LEASE, b"TIMEOUT", b"0"]),
+            &held,
+            NOW,
+        );
+        assert_eq!((exp.waits_at, exp.waits_forever), (Some(4), false));
+        let exp = expect(
+            &argv(&[b"PYLOCK.WATCH", b"s", b"a"]),
+            &KeyState::OtherType,
+            NOW,
+        );
+        assert_eq!(exp.allowed, vec![Allowed::Error(WRONGTYPE.into())]);
+    }
 }

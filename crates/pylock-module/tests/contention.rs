@@ -2,10 +2,9 @@
 //! through SIGSTOP/SIGCONT, `DEBUG RELOAD` and `DEBUG LOADAOF` during the load. Each run takes
 //! a few seconds; `scripts/check-contention` runs the same workload for longer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pylock_check::checker::{self, Config, Report};
+use pylock_check::checker::{self, Config, FaultKind, Report};
 use testkit::redis;
 use testkit::{server_tests, Kind, Server};
 
@@ -33,17 +32,15 @@ fn verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {
         "{summary}"
     );
     assert!(report.confirmed_sections >= 5, "{summary}");
-}
-
-/// Sleeps `ms` in small steps, returning early (false) once `done` is set.
-fn pause(done: &AtomicBool, ms: u64) -> bool {
-    for _ in 0..ms / 10 {
-        if done.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !done.load(Ordering::SeqCst)
+    // Claims, their retries and races, the losers' fenced writes and the watchers ran too.
+    assert!(
+        c.claims_won > 0 && c.claim_retries_won > 0 && c.claim_races > 0 && c.fence_probes > 0,
+        "{summary}"
+    );
+    assert!(
+        report.raced_leases > 0 && report.watches_checked >= 5,
+        "{summary}"
+    );
 }
 
 server_tests! {
@@ -61,11 +58,13 @@ server_tests! {
         let s = Server::start(kind);
         let cfg = config(kind, 2);
         let mut stops = 0;
-        let history = checker::run(&s, &cfg, |done| {
-            while pause(done, 300) {
-                s.signal("STOP");
-                std::thread::sleep(Duration::from_millis(200));
-                s.signal("CONT");
+        let history = checker::run(&s, &cfg, |faults| {
+            while faults.sleep(300) {
+                faults.inject(FaultKind::Stop, || {
+                    s.signal("STOP");
+                    std::thread::sleep(Duration::from_millis(200));
+                    s.signal("CONT");
+                });
                 stops += 1;
             }
         });
@@ -79,10 +78,12 @@ server_tests! {
         let s = Server::start(kind);
         let cfg = config(kind, 3);
         let mut reloads = 0;
-        let history = checker::run(&s, &cfg, |done| {
+        let history = checker::run(&s, &cfg, |faults| {
             let mut con = s.conn();
-            while pause(done, 250) {
-                redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD");
+            while faults.sleep(250) {
+                faults.inject(FaultKind::Reload, || {
+                    redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD")
+                });
                 reloads += 1;
             }
         });
@@ -97,10 +98,12 @@ server_tests! {
         s.wait_aof_rewrite_done();
         let cfg = config(kind, 4);
         let mut loads = 0;
-        let history = checker::run(&s, &cfg, |done| {
+        let history = checker::run(&s, &cfg, |faults| {
             let mut con = s.conn();
-            while pause(done, 250) {
-                redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF");
+            while faults.sleep(250) {
+                faults.inject(FaultKind::Reload, || {
+                    redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF")
+                });
                 loads += 1;
             }
         });

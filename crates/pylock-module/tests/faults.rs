@@ -1,10 +1,11 @@
 //! Faults injected into real servers: SIGKILL right after grants with `appendfsync always`,
-//! SIGSTOP across a hand-off, promotion of a replica after `WAIT`, and a failover without
-//! `WAIT` that loses a grant while fencing tokens still order the holders.
+//! SIGSTOP across a hand-off, promotion of a replica after `WAIT`, a failover without
+//! `WAIT` that loses a grant while fencing tokens still order the holders, and watchers
+//! across a kill, a restart, a failover and a demotion.
 
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::redis::{self, Value};
 use testkit::{acquire, holder, query, server_tests, Lease, Server};
@@ -130,6 +131,45 @@ fn churn(mut con: redis::Connection, worker: usize, keys: usize, seed: u64) -> (
         ledger[k].2 = None;
         acked += 1;
     }
+}
+
+/// How long after the event a watcher may be answered (loopback, a loaded 2-core machine).
+const WATCH_LIMIT: Duration = Duration::from_millis(50);
+
+/// A WATCH (no TIMEOUT) on its own connection: its reply, and when it came.
+fn watch_in_thread(
+    s: &Server,
+    key: &str,
+    id: &[u8],
+) -> thread::JoinHandle<(Result<Value, String>, Instant)> {
+    let (url, key, id) = (s.url(), key.to_string(), id.to_vec());
+    thread::spawn(move || {
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let r = redis::cmd("PYLOCK.WATCH")
+            .arg(&key)
+            .arg(&id)
+            .query::<Value>(&mut con);
+        (r.map_err(|e| testkit::error_text(&e)), Instant::now())
+    })
+}
+
+fn wait_watching(s: &Server, n: usize) {
+    let watching = || {
+        s.info("pylock", "pylock_watching")
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    testkit::wait_until(Duration::from_secs(5), || watching() == Some(n))
+        .unwrap_or_else(|_| panic!("watching {:?} != {n}", watching()));
+}
+
+/// Checks an answer came within [`WATCH_LIMIT`] of `event`, and returns the delay.
+fn in_time(what: &str, event: Instant, at: Instant) -> Duration {
+    let late = at.saturating_duration_since(event);
+    assert!(
+        late <= WATCH_LIMIT,
+        "{what}: answered {late:?} after the event"
+    );
+    late
 }
 
 fn read_state(con: &mut redis::Connection, key: &str) -> Option<(Vec<u8>, i64, i64)> {
@@ -296,5 +336,92 @@ server_tests! {
         };
         assert_eq!(write(&mut res, second.token), 1, "the new holder writes");
         assert_eq!(write(&mut res, lost.token), 0, "the holder whose grant was lost is refused");
+    }
+
+    /// Watchers across faults, each answered within 50 ms of the event. A SIGKILL drops every
+    /// watcher's connection. After a restart from the AOF the leases are back and new watchers
+    /// hear of a release. After a failover (`WAIT`, SIGKILL, the replica promoted) the leases
+    /// live on the new primary, whose watchers hear of a release and of an expiry. A demotion
+    /// (the new primary made a replica) ends the rest: the server's own `UNBLOCKED` error, or
+    /// `demoted`.
+    fn watchers_are_told_across_kill_restart_failover_and_demotion(kind: Kind) {
+        let mut s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+        s.wait_aof_rewrite_done();
+        let replica = s.start_replica(&[]);
+        let keys: Vec<String> = (0..6).map(|i| format!("wk:{i}")).collect();
+        let lease = |k: &str| format!("lease-{k}").into_bytes();
+        let mut con = s.conn();
+        for k in &keys {
+            let v = query(&mut con, &[b"PYLOCK.ACQUIRE", k.as_bytes(), b"600000", b"LEASE", &lease(k)]);
+            assert_ne!(v, Value::Nil);
+        }
+        let mut delays: Vec<(&str, Duration)> = Vec::new();
+
+        // A SIGKILL: every watcher's connection drops.
+        let ws: Vec<_> = keys.iter().map(|k| watch_in_thread(&s, k, &lease(k))).collect();
+        wait_watching(&s, keys.len());
+        let killed = Instant::now();
+        s.kill();
+        for w in ws {
+            let (r, at) = w.join().unwrap();
+            assert!(r.is_err(), "a killed server's watcher got {r:?}");
+            delays.push(("kill", in_time("kill", killed, at)));
+        }
+
+        // Restarted from the AOF: the leases are back, and watchers hear of a release.
+        s.restart_with(&[]);
+        let mut con = s.conn();
+        for k in &keys {
+            let v = query(&mut con, &[b"PYLOCK.CONFIRM", k.as_bytes(), &lease(k)]);
+            assert_eq!(Lease::from_value(&v).id, lease(k), "{k} after the restart");
+        }
+        let ws: Vec<_> = keys[..2].iter().map(|k| watch_in_thread(&s, k, &lease(k))).collect();
+        wait_watching(&s, 2);
+        for (k, w) in keys[..2].iter().zip(ws) {
+            let sent = Instant::now();
+            assert_eq!(query(&mut con, &[b"PYLOCK.RELEASE", k.as_bytes(), &lease(k)]), Value::Int(1));
+            let (r, at) = w.join().unwrap();
+            assert_eq!(r, Ok(Value::BulkString(b"released".to_vec())), "{k}");
+            delays.push(("released after a restart", in_time(k, sent, at)));
+        }
+
+        // A failover: the replica has every lease (WAIT), the primary dies, the replica takes
+        // over; its watchers hear of a release and of an expiry.
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+        assert_eq!(acked, 1);
+        s.kill();
+        let mut r = replica.conn();
+        redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut r).unwrap();
+        let rest = &keys[2..];
+        let ws: Vec<_> = rest.iter().map(|k| watch_in_thread(&replica, k, &lease(k))).collect();
+        wait_watching(&replica, rest.len());
+        let sent = Instant::now();
+        assert_eq!(query(&mut r, &[b"PYLOCK.RELEASE", rest[0].as_bytes(), &lease(&rest[0])]), Value::Int(1));
+        let extended = Instant::now();
+        query(&mut r, &[b"PYLOCK.CONFIRM", rest[1].as_bytes(), &lease(&rest[1]), b"EXTEND", b"300"]);
+        let mut ws = ws.into_iter();
+        let (got, at) = ws.next().unwrap().join().unwrap();
+        assert_eq!(got, Ok(Value::BulkString(b"released".to_vec())));
+        delays.push(("released after a failover", in_time("release", sent, at)));
+        let (got, at) = ws.next().unwrap().join().unwrap();
+        assert_eq!(got, Ok(Value::BulkString(b"expired".to_vec())));
+        let deadline = extended + Duration::from_millis(300);
+        assert!(at + Duration::from_millis(2) >= deadline, "expired before the deadline");
+        delays.push(("expired after a failover", in_time("expiry", deadline, at)));
+
+        // A demotion: the new primary becomes a replica of another server.
+        let other = Server::start(kind);
+        wait_watching(&replica, 2);
+        let demoted = Instant::now();
+        redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port()).query::<()>(&mut r).unwrap();
+        for w in ws {
+            let (got, at) = w.join().unwrap();
+            match got {
+                Ok(v) => assert_eq!(v, Value::BulkString(b"demoted".to_vec())),
+                Err(e) => assert!(e.starts_with("UNBLOCKED"), "{e}"),
+            }
+            delays.push(("demoted", in_time("demotion", demoted, at)));
+        }
+        println!("{} watch delays: {delays:?}", kind.name());
     }
 }

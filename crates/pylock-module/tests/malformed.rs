@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use pylock_check::checker::Rng;
 use pylock_check::malformed::{self, Allowed, KeyState};
-use pylock_core::{Acquire, CommandError, Confirm, Info, Release};
+use pylock_core::{Acquire, CommandError, Confirm, Info, Release, Watch};
 use testkit::{server_tests, Kind, Server};
 
 const NOW: i64 = 1_800_000_000_000;
@@ -30,6 +30,10 @@ fn core_parse(args: &[Vec<u8>]) -> Option<Result<(), String>> {
         "pylock.release" => Release::parse(rest)
             .map(|_| ())
             .map_err(|e| text(e, Release::NAME)),
+        "pylock.watch" if short => Err(text(CommandError::WrongArity, Watch::NAME)),
+        "pylock.watch" => Watch::parse(rest)
+            .map(|_| ())
+            .map_err(|e| text(e, Watch::NAME)),
         "pylock.info" if short => Err(text(CommandError::WrongArity, Info::NAME)),
         "pylock.info" => Info::parse(rest)
             .map(|_| ())
@@ -104,6 +108,12 @@ fn token() -> impl Strategy<Value = Vec<u8>> {
         Just(b"BLOCK".to_vec()),
         Just(b"EXTEND".to_vec()),
         Just(b"eXtEnD".to_vec()),
+        Just(b"CLAIM".to_vec()),
+        Just(b"cLaIm".to_vec()),
+        Just(b"TIMEOUT".to_vec()),
+        Just(b"timeout".to_vec()),
+        Just(b"a".to_vec()),
+        Just(b"a".to_vec()),
         Just(b"NX".to_vec()),
         Just(b"0".to_vec()),
         Just(b"1".to_vec()),
@@ -130,7 +140,7 @@ proptest! {
     /// Shrinkable counterexamples: any argument list from these tokens, for every command.
     #[test]
     fn core_parser_agrees_with_the_model(
-        name in prop_oneof![Just("PYLOCK.ACQUIRE"), Just("pylock.confirm"), Just("PYLOCK.RELEASE"), Just("PYLOCK.INFO")],
+        name in prop_oneof![Just("PYLOCK.ACQUIRE"), Just("pylock.confirm"), Just("PYLOCK.RELEASE"), Just("PYLOCK.INFO"), Just("PYLOCK.WATCH")],
         rest in proptest::collection::vec(token(), 0..8),
     ) {
         let mut args = vec![name.as_bytes().to_vec(), b"k".to_vec()];
@@ -148,6 +158,14 @@ fn count() -> u64 {
 }
 
 server_tests! {
+    fn claim_and_watch_bad_inputs_get_the_contract_errors_and_change_nothing(kind: Kind) {
+        let s = Server::start(kind);
+        let cases = malformed::claim_and_watch_bad_inputs();
+        let violations = malformed::check_named_cases(&s, &cases);
+        println!("{}: {} named CLAIM/WATCH cases", kind.name(), cases.len());
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
+    }
+
     fn malformed_commands_get_contract_replies_and_change_nothing(kind: Kind) {
         let s = Server::start(kind);
         let seed = 0xbad_1000 + (kind == Kind::Valkey) as u64;

@@ -288,4 +288,44 @@ server_tests! {
         }
         wait_watching(&s, 0);
     }
+
+    fn an_extend_that_brings_the_deadline_forward_ends_the_lease_then(kind: Kind) {
+        // The contention checker found watchers (and waiters) told only when Redis's own expiry
+        // cycle found the key, up to 100 ms after the new deadline.
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        for round in 0..3 {
+            let key = format!("w{round}");
+            take(&mut con, &key, 60_000, "a");
+            let w = watch_in_thread(&s, &key, "a", &[]);
+            wait_watching(&s, 1);
+            let extended = Instant::now();
+            query(&mut con, &[b"PYLOCK.CONFIRM", key.as_bytes(), b"a", b"EXTEND", b"150"]);
+            let (reply, at) = w.join().unwrap();
+            assert_eq!(reply, Ok(bulk("expired")));
+            let late = at.saturating_duration_since(extended + Duration::from_millis(150));
+            assert!(late < Duration::from_millis(50), "{key}: expired answered {late:?} after the deadline");
+        }
+        // A waiter is served at the new deadline too.
+        for round in 0..3 {
+            let key = format!("q{round}");
+            take(&mut con, &key, 60_000, "a");
+            let url = s.url();
+            let k = key.clone();
+            let waiter = std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let v: Value = redis::cmd("PYLOCK.ACQUIRE").arg(&k).arg(1000).arg("BLOCK").arg(5000)
+                    .query(&mut c).unwrap();
+                (v, Instant::now())
+            });
+            wait_until(Duration::from_secs(5), || s.info("pylock", "pylock_waiting").as_deref() == Some("1"))
+                .expect("the waiter queued");
+            let extended = Instant::now();
+            query(&mut con, &[b"PYLOCK.CONFIRM", key.as_bytes(), b"a", b"EXTEND", b"150"]);
+            let (v, at) = waiter.join().unwrap();
+            assert_ne!(v, Value::Nil, "{key}: the waiter was granted the lock");
+            let late = at.saturating_duration_since(extended + Duration::from_millis(150));
+            assert!(late < Duration::from_millis(50), "{key}: granted {late:?} after the deadline");
+        }
+    }
 }

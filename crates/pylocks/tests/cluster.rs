@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pylocks::{Error, LockFactory};
+use pylocks::{Error, LeaseEnd, LockFactory};
 use testkit::redis::cluster::ClusterClient;
 use testkit::{holder, server_tests, Cluster};
 
@@ -48,5 +48,30 @@ server_tests! {
                 h.release_async(&mut con).await.unwrap();
             }
         });
+    }
+
+    fn a_watch_of_a_lock_whose_slot_moved_reads_as_moved(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let mut con = ClusterClient::new(cluster.urls()).unwrap().get_connection().unwrap();
+        let h = people().acquire(&mut con, [77]).unwrap();
+        let key = h.key().to_string();
+        let from = cluster.node_for(&key);
+        let to = cluster.nodes().iter().find(|n| n.port() != from.port()).unwrap();
+        // Watched on the node itself: a cluster connection would follow the move.
+        let mut watch_con = from.conn();
+        let watcher = {
+            let h = h.clone();
+            std::thread::spawn(move || h.watch(&mut watch_con, Some(Duration::from_secs(10))))
+        };
+        testkit::wait_until(Duration::from_secs(5), || {
+            from.info("pylock", "pylock_watching").as_deref() == Some("1")
+        })
+        .expect("the watch blocks");
+        cluster.migrate_slot(cluster.slot(&key), from, to);
+        assert_eq!(watcher.join().unwrap().unwrap(), Some(LeaseEnd::Moved));
+        // The lease lives on at the new node, where the cluster connection now sends it.
+        let mut h = h;
+        h.confirm(&mut con).unwrap();
+        h.release(&mut con).unwrap();
     }
 }

@@ -251,5 +251,43 @@ mod watching {
                 handle.release_async(&mut con).await.unwrap();
             });
         }
+
+        fn a_watching_keeper_watches_again_after_a_server_restart(kind: Kind) {
+            let mut s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+            s.wait_aof_rewrite_done();
+            rt().block_on(async {
+                // Renewals on a connection manager, which reconnects; the keeper reopens its own
+                // watch connection.
+                let client = redis::Client::open(s.url()).unwrap();
+                let mut con = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+                let keeper = jobs(Duration::from_secs(30))
+                    .acquire_async(&mut con, [14])
+                    .await
+                    .unwrap()
+                    .keep_alive_watching(con.clone(), client);
+                let watching = |s: &Server| s.info("pylock", "pylock_watching");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while watching(&s).as_deref() != Some("1") {
+                    assert!(Instant::now() < deadline, "the keeper's watch never blocked");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // Killed and started again from its AOF: the lease is back, and so is the watch.
+                let run_id = s.info("server", "run_id");
+                s.restart_with(&[]);
+                assert_ne!(s.info("server", "run_id"), run_id, "a new server process");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while watching(&s).as_deref() != Some("1") {
+                    assert!(Instant::now() < deadline, "the keeper did not watch again after the restart");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert!(matches!(keeper.status(), LeaseStatus::Held), "{:?}", keeper.status());
+                assert_eq!(holder(&mut s.conn(), "job:14").unwrap().lease.id, keeper.handle().lease_id().as_bytes());
+                let at = Instant::now();
+                redis::cmd("DEL").arg("job:14").query::<()>(&mut s.conn()).unwrap();
+                let (err, took) = loss_after(&keeper, at).await;
+                assert_eq!(err.lease_end(), Some(LeaseEnd::Deleted), "{err}");
+                assert!(took < PROMPT, "{took:?}");
+            });
+        }
     }
 }

@@ -136,4 +136,19 @@ server_tests! {
         }
         h.release(&mut con).unwrap();
     }
+
+    fn a_role_change_reads_as_demoted(kind: Kind) {
+        let s = Server::start(kind);
+        let other = Server::start(kind);
+        let mut con = s.conn();
+        let h = jobs(Duration::from_secs(30)).acquire(&mut con, [30]).unwrap();
+        // Redis 7.0 and Valkey answer the blocked watch with their own UNBLOCKED error on a role
+        // change; the client reads that, or the module's `demoted`, as Demoted.
+        let (got, took) = watch_through(&s, &h, || {
+            redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port()).query::<()>(&mut s.conn()).unwrap();
+        });
+        assert_eq!(got, Some(LeaseEnd::Demoted));
+        assert!(took < Duration::from_millis(100), "{took:?}");
+        assert_eq!(watching(&s), 0);
+    }
 }

@@ -4,23 +4,14 @@
 //! faults injected, and prints the history summary and the verdict. Exits 1 on any violation.
 //!
 //! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
-//! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`.
+//! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`, `--watch-limit-ms N`
+//! (50: how late a watcher may be answered), `--claim-percent N` (30), `--watch-percent N`
+//! (50).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pylock_check::checker::{self, Config};
+use pylock_check::checker::{self, Config, FaultKind};
 use testkit::{redis, Kind, Server};
-
-fn sleep_unless_done(done: &AtomicBool, ms: u64) -> bool {
-    for _ in 0..ms / 10 {
-        if done.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !done.load(Ordering::SeqCst)
-}
 
 use pylock_check::cli_arg as arg;
 
@@ -41,18 +32,21 @@ fn main() {
             keys: num("--keys", 4) as usize,
             duration: Duration::from_secs(seconds),
             seed: num("--seed", 0x5eed) + (kind == Kind::Valkey) as u64,
+            watch_limit: Duration::from_millis(num("--watch-limit-ms", 50)),
+            claim_percent: num("--claim-percent", 30),
+            watch_percent: num("--watch-percent", 50),
             ..Config::small(0)
         };
         let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
         s.wait_aof_rewrite_done();
         let (mut stops, mut reloads, mut loadaofs) = (0, 0, 0);
-        let history = checker::run(&s, &cfg, |done| {
+        let history = checker::run(&s, &cfg, |log| {
             if faults == "none" {
                 return;
             }
             let mut con = s.conn();
             let mut turn = 0u64;
-            while sleep_unless_done(done, 400) {
+            while log.sleep(400) {
                 turn += 1;
                 let which = match faults.as_str() {
                     "stop" => 0,
@@ -61,23 +55,29 @@ fn main() {
                 };
                 match which {
                     0 => {
-                        s.signal("STOP");
-                        std::thread::sleep(Duration::from_millis(50 + turn % 4 * 100));
-                        s.signal("CONT");
+                        log.inject(FaultKind::Stop, || {
+                            s.signal("STOP");
+                            std::thread::sleep(Duration::from_millis(50 + turn % 4 * 100));
+                            s.signal("CONT");
+                        });
                         stops += 1;
                     }
                     1 => {
-                        redis::cmd("DEBUG")
-                            .arg("RELOAD")
-                            .query::<()>(&mut con)
-                            .expect("DEBUG RELOAD");
+                        log.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG")
+                                .arg("RELOAD")
+                                .query::<()>(&mut con)
+                                .expect("DEBUG RELOAD")
+                        });
                         reloads += 1;
                     }
                     _ => {
-                        redis::cmd("DEBUG")
-                            .arg("LOADAOF")
-                            .query::<()>(&mut con)
-                            .expect("DEBUG LOADAOF");
+                        log.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG")
+                                .arg("LOADAOF")
+                                .query::<()>(&mut con)
+                                .expect("DEBUG LOADAOF")
+                        });
                         loadaofs += 1;
                     }
                 }

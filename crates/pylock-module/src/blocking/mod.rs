@@ -348,22 +348,31 @@ pub(crate) fn lease_ended<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>, reaso
 
 /// The holder of the lock at `key` renewed its lease to `deadline_ms`: its watchers learn the
 /// deadline, which tells Redis's expiry of the key at the lease's end from an earlier TTL.
+/// A renewal can also bring the deadline forward (`EXTEND` to less than was left), so the
+/// lock's wake-up is set for it: otherwise its watchers and waiters would be looked after only
+/// at the old deadline, or when Redis's own expiry cycle found the key (the contention
+/// checker's watchers saw that up to 130 ms late).
 pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
-    if stats::WATCHING.get() == 0 {
+    if stats::WATCHING.get() == 0 && stats::WAITING.get() == 0 {
         return;
     }
+    let id = LockId {
+        db: ctx.db(),
+        key: key.as_ref().into(),
+    };
     REGISTRY.with(|r| {
         if let Some(q) = r
             .borrow_mut()
             .queues
-            .get_mut(&ctx.db())
-            .and_then(|b| b.get_mut(key.as_ref()))
+            .get_mut(&id.db)
+            .and_then(|b| b.get_mut(&id.key))
         {
             for w in &mut q.watchers {
                 w.deadline_ms = Some(deadline_ms);
             }
         }
     });
+    timers::arm(ctx, &id, deadline_ms);
 }
 
 /// Answers every watcher of `id` whose lease does not hold the lock, now that the key holds

@@ -91,6 +91,11 @@ impl Command for Confirm {
                 };
                 effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms);
                 blocking::lease_ended(ctx, key, &lock, Reason::Claimed);
+                // The claimed lease keeps the deadline, or EXTEND moves it (on a retry, too):
+                // the new lease's watchers and the lock's waiters are looked after then.
+                if let Some(at) = deadline_ms {
+                    blocking::renewed(ctx, key, at);
+                }
                 LeaseReply {
                     id: to,
                     token,
