@@ -335,7 +335,13 @@ pub(crate) fn watch(
 
 /// A command ended the lease of the lock at `key` (`reason`: released, claimed, expired):
 /// answers the watchers whose lease no longer holds it.
-pub(crate) fn lease_ended<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>, reason: Reason) {
+pub(crate) fn lease_ended<M: Mode>(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &LockKey<M>,
+    ended_token: i64,
+    reason: Reason,
+) {
     if stats::WATCHING.get() == 0 {
         return;
     }
@@ -343,7 +349,12 @@ pub(crate) fn lease_ended<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>, reaso
         db: ctx.db(),
         key: key.as_ref().into(),
     };
-    settle(ctx, &id, lock.state().ok().flatten(), Some(reason));
+    settle(
+        ctx,
+        &id,
+        lock.state().ok().flatten(),
+        Some(Given::Lease(ended_token, reason)),
+    );
 }
 
 /// The holder of the lock at `key` renewed its lease to `deadline_ms`: its watchers learn the
@@ -375,10 +386,21 @@ pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
     timers::arm(ctx, &id, deadline_ms);
 }
 
+/// A reason a caller of [`settle`] knows.
+#[derive(Clone, Copy)]
+enum Given {
+    /// Every watcher of the key whose lease has ended ended this way (the key went).
+    All(Reason),
+    /// The grant with this fencing token ended this way (a command ended it); watchers of
+    /// other grants, older ones whose end was not looked after yet, are told what the hint or
+    /// the state says.
+    Lease(i64, Reason),
+}
+
 /// Answers every watcher of `id` whose lease does not hold the lock, now that the key holds
-/// `current`: with `reason` if given, else with what an event hinted, else with what the
-/// state tells (`pylock_core::watch::ended`). The hint is spent either way.
-fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, reason: Option<Reason>) {
+/// `current`: with the reason `given` for it if any, else with what an event hinted, else
+/// with what the state tells (`pylock_core::watch::ended`). The hint is spent either way.
+fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, given: Option<Given>) {
     // Hints are left only on locks with watchers, so there is nothing to spend either.
     if stats::WATCHING.get() == 0 {
         return;
@@ -396,7 +418,12 @@ fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, reason: Option
         let mut ended = Vec::new();
         q.watchers.retain(|w| {
             let watched = w.watched();
-            let given = reason.or_else(|| hint.map(|h| h.reason(&watched)));
+            let given = match given {
+                Some(Given::All(why)) => Some(why),
+                Some(Given::Lease(token, why)) if token == w.token => Some(why),
+                _ => None,
+            }
+            .or_else(|| hint.map(|h| h.reason(&watched)));
             match watch::ended(&watched, current, now, given) {
                 Some(why) => {
                     ended.push((w.client, why));

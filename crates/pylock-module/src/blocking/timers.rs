@@ -167,13 +167,13 @@ fn serve(ctx: Ctx, id: &LockId) {
                 super::hand_off(ctx, key, lock, now);
             }
             Ok(state) => {
-                super::settle(ctx, id, state, Some(Reason::Moved));
+                super::settle(ctx, id, state, Some(super::Given::All(Reason::Moved)));
                 delivery::redirect_all(ctx, id);
             }
             // Another command put a value of another type at the key: the lease is gone, and
             // nobody can get this lock.
             Err(_) => {
-                super::settle(ctx, id, None, Some(Reason::Deleted));
+                super::settle(ctx, id, None, Some(super::Given::All(Reason::Deleted)));
                 delivery::wrong_type_all(ctx, id);
             }
         }
@@ -223,7 +223,12 @@ fn revoke(
         }
         effects::revoke(ctx, key, lock);
         // Someone watching a lease id given in LEASE: the module took the lease back.
-        super::settle(ctx, &id, None, Some(Reason::Released));
+        super::settle(
+            ctx,
+            &id,
+            None,
+            Some(super::Given::Lease(token, Reason::Released)),
+        );
         if ctx.serves_key(key) {
             super::hand_off(ctx, key, lock, ctx.now_ms());
         } else {

@@ -72,8 +72,8 @@ impl Command for Acquire {
         // a lock that vanished in a way no event reported). Only then is the key read again.
         // Watchers of a lease past its deadline are answered `expired` first.
         if state.is_none_or(|s| !s.is_live(now)) && blocking::has_clients(ctx, key.as_ref()) {
-            if state.is_some() {
-                blocking::lease_ended(ctx, key, &lock, Reason::Expired);
+            if let Some(dead) = state {
+                blocking::lease_ended(ctx, key, &lock, dead.token, Reason::Expired);
             }
             blocking::hand_off(ctx, key, &mut lock, now);
             let Ok(after) = lock.state() else {

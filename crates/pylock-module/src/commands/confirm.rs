@@ -89,8 +89,9 @@ impl Command for Confirm {
                 let Some(to) = req.claim else {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
+                let claimed_token = held.token;
                 effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms);
-                blocking::lease_ended(ctx, key, &lock, Reason::Claimed);
+                blocking::lease_ended(ctx, key, &lock, claimed_token, Reason::Claimed);
                 // The claimed lease keeps the deadline, or EXTEND moves it (on a retry, too):
                 // the new lease's watchers and the lock's waiters are looked after then.
                 if let Some(at) = deadline_ms {

@@ -46,18 +46,21 @@ impl Command for Release {
         };
         let now = ctx.now_ms();
         let mut lock = LockKey::write(ctx, key);
-        let outcome = match lock.state() {
-            Ok(state) => lease::release(state, &req, now),
+        let (outcome, token) = match lock.state() {
+            Ok(state) => (lease::release(state, &req, now), state.map(|s| s.token)),
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        if let Err(e) = outcome {
-            return super::refuse(ctx, e, Self::NAME);
-        }
+        // A release is allowed only for a live lease, so there is a token when it is.
+        let token = match (outcome, token) {
+            (Ok(_), Some(token)) => token,
+            (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
+            (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
+        };
         effects::release(ctx, key, &mut lock);
         // Its watchers learn of it, and the longest waiter gets the lock, before any other
         // command can run.
         if blocking::has_clients(ctx, key.as_ref()) {
-            blocking::lease_ended(ctx, key, &lock, Reason::Released);
+            blocking::lease_ended(ctx, key, &lock, token, Reason::Released);
             blocking::hand_off(ctx, key, &mut lock, now);
         }
         ctx.reply_with(|out| out.int(1))
