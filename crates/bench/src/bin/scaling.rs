@@ -514,15 +514,28 @@ struct QueueRow {
 fn lock_chain(t: &Target, w: u64, grants: u64) -> (Vec<f64>, f64) {
     let mut ctl = t.conn();
     let key = format!("chain:{w}");
-    let block = ["PYLOCK.ACQUIRE", key.as_str(), "60000", "BLOCK", "600000"];
+    let mut seq = 0u64;
+    // Each wait names a fresh lease, as the clients do (`LEASE <uuid>`).
+    let mut wait_on = |c: &mut Conn| {
+        seq += 1;
+        let lease = format!("w-{seq}");
+        c.queue(&[
+            b"PYLOCK.ACQUIRE",
+            key.as_bytes(),
+            b"60000",
+            b"LEASE",
+            lease.as_bytes(),
+            b"BLOCK",
+            b"600000",
+        ]);
+        c.flush();
+    };
     let mut conns: Vec<Conn> = (0..=w).map(|_| t.conn()).collect();
     // conns[0] holds; the others queue in order.
-    let mut holder = conns[0].call(&block[..3]).lease_id();
+    let mut holder = conns[0].call(&["PYLOCK.ACQUIRE", &key, "60000"]).lease_id();
     let mut queue: VecDeque<usize> = VecDeque::new();
     for (i, c) in conns.iter_mut().enumerate().skip(1) {
-        let args: Vec<&[u8]> = block.iter().map(|a| a.as_bytes()).collect();
-        c.queue(&args);
-        c.flush();
+        wait_on(c);
         queue.push_back(i);
     }
     wait_for(&mut ctl, "pylock", "pylock_waiting", w);
@@ -538,9 +551,7 @@ fn lock_chain(t: &Target, w: u64, grants: u64) -> (Vec<f64>, f64) {
         let granted = conns[next].read();
         lat.push(sent.elapsed().as_secs_f64() * 1e6);
         assert_eq!(conns[current].read(), Reply::Int(1), "release");
-        let args: Vec<&[u8]> = block.iter().map(|a| a.as_bytes()).collect();
-        conns[current].queue(&args);
-        conns[current].flush();
+        wait_on(&mut conns[current]);
         queue.push_back(current);
         holder = granted.lease_id();
         current = next;
