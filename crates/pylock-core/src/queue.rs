@@ -16,7 +16,8 @@
 //! these queues; a lock that admits n holders hands off while fewer than n leases are live,
 //! which is [`WaitQueue::hand_off`] called once per free place.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
 
 /// One blocked `ACQUIRE … BLOCK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,69 +51,141 @@ impl<C> HandOff<C> {
 }
 
 /// The waiters of one lock, longest waiting first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Every operation the hand-off makes is O(1) whatever the queue's length: joining, leaving
+/// (a timeout or a disconnect, found by the client's place instead of a scan), and handing off
+/// to the head. Only a hand-off whose head shares its LEASE with a later waiter, a retry after
+/// a lost reply, walks the queue to answer those waiters too; a count per LEASE tells when.
+#[derive(Debug, Clone)]
 pub struct WaitQueue<C> {
-    waiters: VecDeque<Waiter<C>>,
+    /// Places in arrival order; a waiter that left early is `None` until the place reaches
+    /// the front, or the queue is compacted.
+    slots: VecDeque<Option<Waiter<C>>>,
+    /// The place number of `slots[0]`; place numbers only grow.
+    front: u64,
+    /// Each queued client's place number.
+    places: HashMap<C, u64>,
+    /// How many queued waiters asked with each LEASE.
+    leases: HashMap<Box<[u8]>, u32>,
 }
 
 impl<C> Default for WaitQueue<C> {
     fn default() -> Self {
         Self {
-            waiters: VecDeque::new(),
+            slots: VecDeque::new(),
+            front: 0,
+            places: HashMap::new(),
+            leases: HashMap::new(),
         }
     }
 }
 
-impl<C: PartialEq> WaitQueue<C> {
-    /// Joins the queue at its end.
+impl<C: Clone + Eq + Hash> WaitQueue<C> {
+    /// Joins the queue at its end. A client already queued keeps its place and is not added
+    /// again.
     pub fn push(&mut self, waiter: Waiter<C>) {
-        self.waiters.push_back(waiter);
+        if self.places.contains_key(&waiter.client) {
+            return;
+        }
+        let place = self.front + self.slots.len() as u64;
+        self.places.insert(waiter.client.clone(), place);
+        if let Some(lease) = &waiter.lease {
+            *self.leases.entry(lease.clone()).or_insert(0) += 1;
+        }
+        self.slots.push_back(Some(waiter));
     }
 
     /// Leaves the queue (timed out, disconnected, unblocked); the waiter, if it was queued.
     pub fn remove(&mut self, client: &C) -> Option<Waiter<C>> {
-        let pos = self.waiters.iter().position(|w| w.client == *client)?;
-        self.waiters.remove(pos)
+        let place = self.places.remove(client)?;
+        let index = usize::try_from(place - self.front).ok()?;
+        let waiter = self.slots.get_mut(index)?.take()?;
+        self.forget_lease(waiter.lease.as_deref());
+        self.tidy();
+        Some(waiter)
     }
 
     /// Takes the waiters a freed lock goes to: the head, and every later waiter that asked
     /// with the head's LEASE (see the module docs). `None` when nobody waits.
     pub fn hand_off(&mut self, now_ms: i64) -> Option<HandOff<C>> {
-        let head = self.waiters.pop_front()?;
+        let head = loop {
+            let slot = self.slots.pop_front()?;
+            self.front += 1;
+            if let Some(w) = slot {
+                break w;
+            }
+        };
+        self.places.remove(&head.client);
+        self.forget_lease(head.lease.as_deref());
         let mut same_lease = Vec::new();
         if let Some(lease) = head.lease.as_deref() {
-            let mut rest = VecDeque::with_capacity(self.waiters.len());
-            for w in self.waiters.drain(..) {
-                if w.lease.as_deref() == Some(lease) {
-                    let at = now_ms.saturating_add(w.ttl_ms);
-                    same_lease.push((w, at));
-                } else {
-                    rest.push_back(w);
+            if self.leases.remove(lease).is_some() {
+                for slot in &mut self.slots {
+                    if slot
+                        .as_ref()
+                        .is_some_and(|w| w.lease.as_deref() == Some(lease))
+                    {
+                        if let Some(w) = slot.take() {
+                            self.places.remove(&w.client);
+                            let at = now_ms.saturating_add(w.ttl_ms);
+                            same_lease.push((w, at));
+                        }
+                    }
                 }
             }
-            self.waiters = rest;
         }
+        self.tidy();
         Some(HandOff { head, same_lease })
     }
 
     /// Takes every waiter, in order (a node that no longer serves the lock answers them all).
     pub fn drain(&mut self) -> impl Iterator<Item = Waiter<C>> + '_ {
-        self.waiters.drain(..)
+        self.places.clear();
+        self.leases.clear();
+        self.front += self.slots.len() as u64;
+        self.slots.drain(..).flatten()
     }
 
     /// How many wait.
     pub fn len(&self) -> usize {
-        self.waiters.len()
+        self.places.len()
     }
 
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
-        self.waiters.is_empty()
+        self.places.is_empty()
     }
 
     /// The waiters, longest waiting first.
     pub fn iter(&self) -> impl Iterator<Item = &Waiter<C>> {
-        self.waiters.iter()
+        self.slots.iter().flatten()
+    }
+
+    fn forget_lease(&mut self, lease: Option<&[u8]>) {
+        let Some(lease) = lease else { return };
+        if let Some(n) = self.leases.get_mut(lease) {
+            *n -= 1;
+            if *n == 0 {
+                self.leases.remove(lease);
+            }
+        }
+    }
+
+    /// Drops the empty places at the front, and renumbers the queue without its empty places
+    /// once they outnumber the waiters (so waiters that leave behind a long-waiting head cost
+    /// O(1) each, amortised, and no memory grows without bound).
+    fn tidy(&mut self) {
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.front += 1;
+        }
+        let live = self.places.len();
+        if self.slots.len() > 2 * live + 16 {
+            self.slots.retain(Option::is_some);
+            for (i, w) in self.slots.iter().flatten().enumerate() {
+                self.places.insert(w.client.clone(), self.front + i as u64);
+            }
+        }
     }
 }
 
@@ -314,6 +387,24 @@ mod tests {
     }
 
     #[test]
+    fn departures_behind_a_long_waiting_head_do_not_pile_up() {
+        let mut q = queue(&[w(0, 1, None)]);
+        for c in 1..10_000 {
+            q.push(w(c, 1, Some("x")));
+            assert_eq!(q.remove(&c).map(|w| w.client), Some(c));
+        }
+        assert!(
+            q.slots.len() <= 18,
+            "{} places kept for 1 waiter",
+            q.slots.len()
+        );
+        assert_eq!(clients(&q), vec![0]);
+        assert!(q.leases.is_empty());
+        assert_eq!(q.hand_off(NOW).map(|h| h.head.client), Some(0));
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn delivery_cases() {
         // (members, which received, settle order) -> which settle returns true
         let mut d = Delivery::default();
@@ -397,6 +488,50 @@ mod tests {
             }
             served.sort_unstable();
             prop_assert_eq!(served, (0..ws.len() as u32).collect::<Vec<_>>());
+        }
+
+        /// Against the plain model (a list scanned on every hand-off and removal), any mix of
+        /// joins, departures and hand-offs gives the same heads, the same same-LEASE answers
+        /// and the same queue, in the same order.
+        #[test]
+        fn matches_the_scanning_model(ops in proptest::collection::vec((0u8..4, 0u32..24, proptest::option::of(0u8..3), 1i64..500), 0..200)) {
+            let mut q: WaitQueue<u32> = WaitQueue::default();
+            let mut model: Vec<Waiter<u32>> = Vec::new();
+            for (op, client, lease, ttl) in ops {
+                match op {
+                    0 | 1 => {
+                        let waiter = Waiter { client, ttl_ms: ttl, lease: lease.map(|l| vec![b'a' + l].into()) };
+                        if !model.iter().any(|w| w.client == client) {
+                            model.push(waiter.clone());
+                        }
+                        q.push(waiter);
+                    }
+                    2 => {
+                        let pos = model.iter().position(|w| w.client == client);
+                        let want = pos.map(|p| model.remove(p));
+                        prop_assert_eq!(q.remove(&client), want);
+                    }
+                    _ => {
+                        let got = q.hand_off(NOW);
+                        if model.is_empty() {
+                            prop_assert!(got.is_none());
+                        } else {
+                            let head = model.remove(0);
+                            let mut same = Vec::new();
+                            if let Some(l) = head.lease.as_deref() {
+                                let (s, rest): (Vec<_>, Vec<_>) = model.drain(..).partition(|w| w.lease.as_deref() == Some(l));
+                                model = rest;
+                                same = s.into_iter().map(|w| { let at = NOW + w.ttl_ms; (w, at) }).collect();
+                            }
+                            prop_assert_eq!(got, Some(HandOff { head, same_lease: same }));
+                        }
+                    }
+                }
+                prop_assert_eq!(q.len(), model.len());
+                prop_assert_eq!(q.iter().cloned().collect::<Vec<_>>(), model.clone());
+            }
+            prop_assert_eq!(q.drain().collect::<Vec<_>>(), model);
+            prop_assert!(q.is_empty());
         }
 
         /// A grant is taken back iff nobody of its members received it, decided exactly at the
