@@ -484,9 +484,10 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         ttl_ms: head.ttl_ms,
         lease: head.lease.as_deref(),
         block_ms: None,
+        limit: None,
     };
     let Ok(Outcome::Granted { token, deadline_ms }) =
-        lease::acquire(None, &req, now, &mut TokenSource)
+        lease::acquire(&None, &req, now, &mut TokenSource)
     else {
         // Token space exhausted: answer nil rather than leave the clients hanging.
         delivery::answer_later(ctx, head.client, Answer::Nil);

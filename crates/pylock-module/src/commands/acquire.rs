@@ -81,7 +81,7 @@ impl Command for Acquire {
             };
             state = after;
         }
-        match lease::acquire(state, &req, now, &mut TokenSource) {
+        match lease::acquire(&state, &req, now, &mut TokenSource) {
             Ok(Outcome::Granted { token, deadline_ms }) => {
                 let id = effects::grant(
                     ctx,
@@ -125,9 +125,7 @@ impl Command for Acquire {
                 stats::CONTENDED.incr();
                 ctx.reply_with(|out| out.nil())
             }
-            Err(lease::TokensExhausted) => {
-                ctx.reply_error(CommandError::TokensExhausted, Self::NAME)
-            }
+            Err(e) => ctx.reply_error(e, Self::NAME),
         }
     }
 }

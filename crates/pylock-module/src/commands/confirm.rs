@@ -71,10 +71,9 @@ impl Command for Confirm {
             Ok(state) => state,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        let (outcome, held) = match (lease::confirm(state, &req, now, &mut TokenSource), state) {
-            (Ok(outcome), Some(held)) => (outcome, held),
-            (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
-            (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
+        let (outcome, held) = match lease::confirm(&state, &req, now, &mut TokenSource) {
+            Ok(decided) => decided,
+            Err(e) => return super::refuse(ctx, e, Self::NAME),
         };
         let counter = if req.claim.is_some() {
             &stats::CLAIMED

@@ -47,7 +47,7 @@ impl Command for Release {
         let now = ctx.now_ms();
         let mut lock = LockKey::write(ctx, key);
         let outcome = match lock.state() {
-            Ok(state) => lease::release(state, &req, now),
+            Ok(state) => lease::release(&state, &req, now).map(|_| ()),
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
         if let Err(e) = outcome {

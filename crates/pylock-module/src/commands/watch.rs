@@ -60,13 +60,13 @@ impl Command for Watch {
             Ok(state) => state,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        match (lease::watch(state, &req, now), state) {
-            (Ok(()), Some(held)) if ctx.flags().may_block() => {
+        match lease::watch(&state, &req, now) {
+            Ok(held) if ctx.flags().may_block() => {
                 let own = lock.lock().ok().flatten().and_then(|l| l.deadline_ms());
                 blocking::watch(ctx, key, held, own.or(held.expires_at_ms), req.timeout_ms)
             }
-            (Ok(()), _) => ctx.reply_nil(),
-            (Err(e), _) => match Reason::at_call(e) {
+            Ok(_) => ctx.reply_nil(),
+            Err(e) => match Reason::at_call(e) {
                 Some(reason) => ctx.reply_with(|out| out.bulk(reason.as_str().as_bytes())),
                 None => ctx.reply_error(e, Self::NAME),
             },
