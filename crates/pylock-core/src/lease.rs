@@ -172,6 +172,10 @@ pub fn confirm<'a>(
         return Ok((renewal(), held));
     };
     if let Some(held) = leases.lease(req.lease, now_ms) {
+        // With n > 1 the new id may name another live lease: two places cannot share an id.
+        if leases.lease(claim, now_ms).is_some() {
+            return Err(CommandError::InvalidLeaseId);
+        }
         let token = tokens.next(now_ms).ok_or(CommandError::TokensExhausted)?;
         let outcome = Outcome::Claimed {
             token,
@@ -790,6 +794,11 @@ mod semaphore_tests {
         assert_eq!(
             confirm(&&m, &c("x", None, Some("q")), NOW, t).unwrap_err(),
             CommandError::Claimed
+        );
+        // The new id may not be another live lease's.
+        assert_eq!(
+            confirm(&&m, &c("a", None, Some("b")), NOW, t).unwrap_err(),
+            CommandError::InvalidLeaseId
         );
         assert_eq!(
             release(&&m, &Release { lease: b"a" }, NOW).unwrap().id,

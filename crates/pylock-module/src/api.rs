@@ -531,6 +531,83 @@ impl Ctx {
         }
     }
 
+    /// Propagates `PYLOCK.RESTORE key id token PXAT deadline [FROM claimed-from] LIMIT n`: one
+    /// lease of a semaphore, granted, renewed or claimed.
+    pub(crate) fn replicate_sem_lease(
+        self,
+        key: &Arg,
+        id: &[u8],
+        token: i64,
+        deadline_ms: i64,
+        claimed_from: Option<&[u8]>,
+        limit: u32,
+    ) {
+        if self.skip_effect() {
+            return;
+        }
+        let (cmd, buf, len) = (
+            c"PYLOCK.RESTORE".as_ptr(),
+            id.as_ptr().cast::<c_char>(),
+            id.len(),
+        );
+        let (token, at, n) = (
+            token as c_longlong,
+            deadline_ms as c_longlong,
+            c_longlong::from(limit),
+        );
+        unsafe {
+            match claimed_from {
+                None => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblclcl".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+                Some(from) => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblclcbcl".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"FROM".as_ptr(),
+                    from.as_ptr().cast::<c_char>(),
+                    from.len(),
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+            };
+        }
+    }
+
+    /// Propagates `PYLOCK.DROP key id`: one lease of a semaphore ended (released, expired,
+    /// claimed away, taken back).
+    pub(crate) fn replicate_drop(self, key: &Arg, id: &[u8]) {
+        if self.skip_effect() {
+            return;
+        }
+        unsafe {
+            rm!(RedisModule_Replicate)(
+                self.0,
+                c"PYLOCK.DROP".as_ptr(),
+                c"sb".as_ptr(),
+                key.0,
+                id.as_ptr().cast::<c_char>(),
+                id.len(),
+            )
+        };
+    }
+
     /// Propagates `PEXPIREAT key deadline`.
     pub(crate) fn replicate_deadline(self, key: &Arg, deadline_ms: i64) {
         if self.skip_effect() {
@@ -1527,9 +1604,46 @@ impl Io {
         token: i64,
         deadline_ms: Option<i64>,
         claimed_from: Option<&[u8]>,
+        limit: Option<u32>,
     ) {
         let cmd = c"PYLOCK.RESTORE".as_ptr();
         let token = token as c_longlong;
+        // A semaphore's lease always has a deadline.
+        if let (Some(n), Some(at)) = (limit, deadline_ms) {
+            let (at, n) = (at as c_longlong, c_longlong::from(n));
+            match claimed_from {
+                None => rm!(RedisModule_EmitAOF)(
+                    self.0,
+                    cmd,
+                    c"sblclcl".as_ptr(),
+                    key,
+                    id.as_ptr(),
+                    id.len(),
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+                Some(from) => rm!(RedisModule_EmitAOF)(
+                    self.0,
+                    cmd,
+                    c"sblclcbcl".as_ptr(),
+                    key,
+                    id.as_ptr(),
+                    id.len(),
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"FROM".as_ptr(),
+                    from.as_ptr(),
+                    from.len(),
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+            }
+            return;
+        }
         match (deadline_ms, claimed_from) {
             (None, None) => rm!(RedisModule_EmitAOF)(
                 self.0,

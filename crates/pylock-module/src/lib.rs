@@ -40,6 +40,7 @@ mod blocking;
 mod commands;
 mod effects;
 mod propagation;
+mod sem;
 mod stats;
 mod storage;
 

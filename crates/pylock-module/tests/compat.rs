@@ -20,7 +20,7 @@ mod common;
 const NINETY_YEARS_MS: i64 = 90 * 365 * 86_400_000;
 
 /// The encoding this module writes (`DUMP` after `DEBUG RELOAD` says so).
-const CURRENT_ENCODING: u16 = 1;
+const CURRENT_ENCODING: u16 = 2;
 
 /// The fixtures of encoding `enc` (0 or 1).
 fn fixtures(enc: u16) -> PathBuf {

@@ -22,7 +22,7 @@ use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::effects;
 use crate::stats;
-use crate::storage::{LockKey, TokenSource};
+use crate::storage::{Held, LockKey, TokenSource};
 
 pub(super) struct Confirm;
 
@@ -67,14 +67,21 @@ impl Command for Confirm {
         // Opened for writing even without EXTEND: a write command must not make the read-path
         // lookup (which would count keyspace hits and, on a replica, hide expired keys).
         let mut lock = LockKey::write(ctx, key);
-        let state = match lock.state() {
-            Ok(state) => state,
+        let held = match lock.held() {
+            Ok(held) => held,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        let (outcome, held) = match lease::confirm(&state, &req, now, &mut TokenSource) {
+        let is_sem = matches!(held, Held::Sem(_));
+        let (outcome, lease) = match lease::confirm(&held, &req, now, &mut TokenSource) {
             Ok(decided) => decided,
             Err(e) => return super::refuse(ctx, e, Self::NAME),
         };
+        // The lease acted on: this id, or the claim's new id for a retry of that claim.
+        let id = match req.claim {
+            Some(to) if lease.id == to => to,
+            _ => req.lease,
+        };
+        let (token, ttl_now) = (lease.token, lease.ttl_ms(now));
         let counter = if req.claim.is_some() {
             &stats::CLAIMED
         } else if req.extend_ms.is_some() {
@@ -88,7 +95,13 @@ impl Command for Confirm {
                 let Some(to) = req.claim else {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
-                effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms);
+                match (is_sem, deadline_ms) {
+                    (true, Some(at)) => {
+                        effects::sem_claim(ctx, key, &mut lock, req.lease, to, token, at);
+                        blocking::arm_expiry(ctx, key, &lock);
+                    }
+                    _ => effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms),
+                }
                 blocking::lease_ended(ctx, key, &lock, Reason::Claimed);
                 LeaseReply {
                     id: to,
@@ -97,20 +110,25 @@ impl Command for Confirm {
                 }
             }
             Outcome::Renewed { deadline_ms } => {
-                effects::renew(ctx, key, &lock, deadline_ms, Some(counter));
-                blocking::renewed(ctx, key, deadline_ms);
+                if is_sem {
+                    effects::sem_renew(ctx, key, &mut lock, id, deadline_ms, Some(counter));
+                    blocking::arm_expiry(ctx, key, &lock);
+                } else {
+                    effects::renew(ctx, key, &lock, deadline_ms, Some(counter));
+                }
+                blocking::renewed(ctx, key, id, deadline_ms);
                 LeaseReply {
-                    id: held.id,
-                    token: held.token,
+                    id,
+                    token,
                     ttl_ms: deadline_ms - now,
                 }
             }
             _ => {
                 counter.incr();
                 LeaseReply {
-                    id: held.id,
-                    token: held.token,
-                    ttl_ms: held.ttl_ms(now),
+                    id,
+                    token,
+                    ttl_ms: ttl_now,
                 }
             }
         };
