@@ -315,15 +315,17 @@ impl Ctx {
     pub(crate) fn scan_values(
         self,
         ty: *mut raw::RedisModuleType,
-        mut f: impl FnMut(*mut c_void, Option<i64>),
+        mut f: impl FnMut(&[u8], *mut c_void, Option<i64>),
     ) {
+        /// Told each key's name, value and absolute expiry.
+        type Each<'f> = &'f mut dyn FnMut(&[u8], *mut c_void, Option<i64>);
         struct Scan<'f> {
             ty: *mut raw::RedisModuleType,
-            f: &'f mut dyn FnMut(*mut c_void, Option<i64>),
+            f: Each<'f>,
         }
         unsafe extern "C" fn each(
             _ctx: *mut raw::RedisModuleCtx,
-            _name: *mut raw::RedisModuleString,
+            name: *mut raw::RedisModuleString,
             key: *mut raw::RedisModuleKey,
             data: *mut c_void,
         ) {
@@ -342,7 +344,14 @@ impl Ctx {
                 }
                 let value = rm!(RedisModule_ModuleTypeGetValue)(key);
                 let at = rm!(RedisModule_GetAbsExpire)(key);
-                (scan.f)(value, (at >= 0).then_some(at));
+                let name: &[u8] = if name.is_null() {
+                    &[]
+                } else {
+                    let mut len = 0;
+                    let ptr = rm!(RedisModule_StringPtrLen)(name, &mut len);
+                    std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+                };
+                (scan.f)(name, value, (at >= 0).then_some(at));
             }
         }
         let mut scan = Scan { ty, f: &mut f };

@@ -47,9 +47,39 @@ unsafe fn decode<'a>(value: *const c_void) -> Option<Stored<'a>> {
     }
 }
 
+/// Semaphore values in existence: while there are none, no walk looks for them.
+static SEM_VALUES: AtomicI64 = AtomicI64::new(0);
+
+/// Calls `f` with the database, key and earliest lease deadline of every semaphore in every
+/// database: after loading, or on a promoted replica, their expiry timers are armed from here.
+/// Walks the keyspace only while semaphores exist.
+pub(crate) fn for_each_sem(ctx: Ctx, mut f: impl FnMut(c_int, &[u8], i64)) {
+    if SEM_VALUES.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut found = Vec::new();
+    let mut db = 0;
+    while ctx.try_select_db(db) {
+        ctx.scan_values(lock_type(), |name, value, _| {
+            // SAFETY: a value of our type, alive while the scan callback runs.
+            if let Some(Stored::Sem(sem)) = unsafe { decode(value) } {
+                if let Some(at) = sem.earliest() {
+                    found.push((db, Box::<[u8]>::from(name), at));
+                }
+            }
+        });
+        db += 1;
+    }
+    ctx.select_db(0);
+    for (db, key, at) in found {
+        f(db, &key, at);
+    }
+}
+
 /// Hands a semaphore to Redis.
 fn sem_into_raw(sem: Box<Sem>) -> *mut c_void {
     LOCK_VALUES.fetch_add(1, Ordering::Relaxed);
+    SEM_VALUES.fetch_add(1, Ordering::Relaxed);
     (Box::into_raw(sem) as usize | SEM_TAG) as *mut c_void
 }
 
@@ -64,6 +94,7 @@ unsafe fn free_value(value: *mut c_void) {
         let ptr = (bits & !SEM_TAG) as *mut Sem;
         if !ptr.is_null() {
             LOCK_VALUES.fetch_sub(1, Ordering::Relaxed);
+            SEM_VALUES.fetch_sub(1, Ordering::Relaxed);
             drop(Box::from_raw(ptr));
         }
     } else {
@@ -351,7 +382,7 @@ pub(crate) fn adopt_legacy_deadlines(ctx: Ctx) {
     }
     let mut db = 0;
     while ctx.try_select_db(db) {
-        ctx.scan_values(lock_type(), |value, expires| {
+        ctx.scan_values(lock_type(), |_, value, expires| {
             // SAFETY: a value of our type, alive while the scan callback runs.
             if let (Some(Stored::Lock(lock)), Some(at)) = (unsafe { decode(value) }, expires) {
                 if lock.deadline_ms().is_none() {

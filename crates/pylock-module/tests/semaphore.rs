@@ -468,4 +468,39 @@ server_tests! {
         let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
         assert_eq!(Lease::from_value(&w.join().unwrap()).id_str(), "w");
     }
+
+    /// After a restart from RDB and on a promoted replica, the module's timer again removes
+    /// each lease at its deadline (its id leaves the stored value), not only when the key is
+    /// next acquired.
+    fn leases_expire_from_the_timer_after_a_restart_and_a_promotion(kind: Kind) {
+        let holds = |con: &mut redis::Connection, id: &[u8]| -> bool {
+            let payload: Vec<u8> = redis::cmd("DUMP").arg("sem").query(con).unwrap();
+            payload.windows(id.len()).any(|w| w == id)
+        };
+        let mut s = Server::start(kind);
+        let mut con = s.conn();
+        take(&mut con, "sem", "long-lease", 60_000, 2).unwrap();
+        take(&mut con, "sem", "short-lease", 1_500, 2).unwrap();
+        redis::cmd("SAVE").query::<()>(&mut con).unwrap();
+        s.kill();
+        s.restart_with(&[]);
+        let mut con = s.conn();
+        assert!(holds(&mut con, b"short-lease"), "loaded with both");
+        wait_until(Duration::from_secs(5), || !holds(&mut con, b"short-lease"))
+            .expect("the timer removed the short lease after the restart");
+        assert!(holds(&mut con, b"long-lease"));
+
+        let primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let (mut p, mut r) = (primary.conn(), replica.conn());
+        take(&mut p, "sem", "long-lease", 60_000, 2).unwrap();
+        take(&mut p, "sem", "short-lease", 1_000, 2).unwrap();
+        wait_replicas(&mut p, 1);
+        redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut r).unwrap();
+        drop(primary);
+        assert!(holds(&mut r, b"short-lease"));
+        wait_until(Duration::from_secs(5), || !holds(&mut r, b"short-lease"))
+            .expect("the promoted replica's timer removed the short lease");
+        assert_eq!(ids(&info(&mut r, "sem").unwrap()), ["long-lease"]);
+    }
 }

@@ -504,11 +504,23 @@ pub(crate) fn arm_expiry<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>) {
     let Some(at) = lock.sem().and_then(|s| s.earliest()) else {
         return;
     };
-    let db = ctx.db();
+    arm_expiry_at(ctx, ctx.db(), key.as_ref(), at);
+}
+
+/// After loading, or on a replica just promoted: every semaphore's leases expire from the
+/// timer again (a replica leaves expiry to its primary and arms none).
+pub(crate) fn arm_all_expiries(ctx: Ctx) {
+    if ctx.flags().is_replica() {
+        return;
+    }
+    crate::storage::for_each_sem(ctx, |db, key, at| arm_expiry_at(ctx, db, key, at));
+}
+
+fn arm_expiry_at(ctx: Ctx, db: c_int, key: &[u8], at: i64) {
     let placed = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
         let r = &mut *r;
-        if let Some((place, armed)) = r.expiries.get(&db).and_then(|m| m.get(key.as_ref())) {
+        if let Some((place, armed)) = r.expiries.get(&db).and_then(|m| m.get(key)) {
             if *armed <= at {
                 return false;
             }
@@ -516,7 +528,7 @@ pub(crate) fn arm_expiry<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>) {
         }
         let id = LockId {
             db,
-            key: key.as_ref().into(),
+            key: key.into(),
         };
         let place = r.wakes.insert(at, Wake::Expire(id.clone()));
         r.expiries
