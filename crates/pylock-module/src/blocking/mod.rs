@@ -151,9 +151,6 @@ struct Client {
 /// A wake-up's place among the wake-ups, and its time.
 type Armed = (DeadlineId, i64);
 
-/// A waiter's request as a hand-off replays it: ttl, LEASE, n.
-type Request = (i64, Option<Box<[u8]>>, u32);
-
 #[derive(Default)]
 struct Registry {
     /// Queues by database, then key (so a lookup by borrowed key bytes allocates nothing).
@@ -473,6 +470,16 @@ fn end_all_watches(ctx: Ctx, hit: impl Fn(c_int) -> bool, reason: Reason) {
 /// deadline end (each replicated as its own expiry, watchers answered `expired`); then, while
 /// anyone waits, free places go to the longest waiters. A lock past its deadline with waiters
 /// passes to the longest waiter likewise.
+/// Whether [`serve_now`] has anything to do for a key whose leases are `held`: a semaphore
+/// with a lease past its deadline, or waiters and a free place.
+pub(crate) fn needs_serving(ctx: Ctx, key: &Arg, held: &Held<'_>, now: i64) -> bool {
+    let dead = match held {
+        Held::Sem(s) => s.sem.first_dead(now).is_some(),
+        Held::Lock(_) => false,
+    };
+    dead || (held.live(now) < held.limit() as usize && has_clients(ctx, key.as_ref()))
+}
+
 pub(crate) fn serve_now(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64) {
     match lock.stored() {
         Ok(Some(Stored::Sem(_))) => {
@@ -555,15 +562,6 @@ fn expiry_fired(id: &LockId) {
     });
 }
 
-/// The longest waiter's request, without taking it off the queue.
-fn head_request(id: &LockId) -> Option<Request> {
-    REGISTRY.with(|r| {
-        let r = r.borrow();
-        let w = r.queues.get(&id.db)?.get(&id.key)?.queue.iter().next()?;
-        Some((w.ttl_ms, w.lease.clone(), w.limit))
-    })
-}
-
 /// Gives the free places of the key at `key` (open for writing in `lock`) to the longest
 /// waiters, in order: each is granted as its ACQUIRE would be, and every later waiter that
 /// asked with the same LEASE is answered with that grant. A lock has one place; a semaphore
@@ -575,33 +573,39 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         key: key.as_ref().into(),
     };
     let mut settled = false;
-    while let Some((ttl_ms, lease, limit)) = head_request(&id) {
-        let req = Acquire {
-            ttl_ms,
-            lease: lease.as_deref(),
-            block_ms: None,
-            limit: Some(limit),
-        };
+    loop {
         let Ok(held) = lock.held() else {
             return;
         };
-        let outcome = lease::acquire(&held, &req, now, &mut TokenSource);
-        let renewed = req.lease.and_then(|l| held.lease(l, now)).map(|l| l.token);
-        if matches!(outcome, Ok(Outcome::Contended)) {
-            break;
-        }
+        // The longest waiter's request is judged by the same rule as ACQUIRE, and taken off
+        // the queue (with its same-LEASE retries) only if it gets a place or an answer.
         let taken = REGISTRY.with(|r| {
             let mut r = r.borrow_mut();
-            let handoff = r.queue_mut(&id)?.queue.hand_off(now)?;
+            let q = r.queue_mut(&id)?;
+            let head = q.queue.iter().next()?;
+            let limit = head.limit;
+            let req = Acquire {
+                ttl_ms: head.ttl_ms,
+                lease: head.lease.as_deref(),
+                block_ms: None,
+                limit: Some(limit),
+            };
+            let outcome = lease::acquire(&held, &req, now, &mut TokenSource);
+            let renewed = req.lease.and_then(|l| held.lease(l, now)).map(|l| l.token);
+            if matches!(outcome, Ok(Outcome::Contended)) {
+                return None;
+            }
+            let handoff = q.queue.hand_off(now)?;
+            let more = !q.queue.is_empty();
             r.unregister(handoff.head.client);
             for (w, _) in &handoff.same_lease {
                 r.unregister(w.client);
             }
             r.drop_if_empty(&id);
-            Some(handoff)
+            Some((handoff, outcome, renewed, limit, more))
         });
-        let Some(handoff) = taken else {
-            return;
+        let Some((handoff, outcome, renewed, limit, more)) = taken else {
+            break;
         };
         // Watchers of the lease that ended are answered before a place has a new one: with
         // the hint an event left, else by the state (past its deadline: expired).
@@ -610,16 +614,17 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
             settle(ctx, &id, lock.held().unwrap_or(Held::Lock(None)), None);
         }
         let head = &handoff.head;
+        let lease = head.lease.as_deref();
         let everyone =
             || std::iter::once(head.client).chain(handoff.same_lease.iter().map(|(w, _)| w.client));
-        let (lease_id, token, deadline_ms) = match outcome {
+        let (grant, deadline_ms) = match outcome {
             Ok(Outcome::Granted { token, deadline_ms }) => {
                 let lease_id = if limit == 1 {
                     effects::grant(
                         ctx,
                         key,
                         lock,
-                        req.lease,
+                        lease,
                         token,
                         deadline_ms,
                         effects::GrantTo::Waiter,
@@ -630,37 +635,45 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
                         key,
                         lock,
                         limit,
-                        req.lease,
+                        lease,
                         token,
                         deadline_ms,
                         effects::GrantTo::Waiter,
                     )
                 };
-                (Box::<[u8]>::from(lease_id.as_bytes()), token, deadline_ms)
+                (
+                    Grant::new(id.clone(), lease_id.as_bytes(), token),
+                    deadline_ms,
+                )
             }
             Ok(Outcome::Renewed { deadline_ms }) => {
                 // The head's LEASE holds a place already: a retry of a granted request.
-                let (Some(l), Some(token)) = (req.lease, renewed) else {
+                let (Some(l), Some(token)) = (lease, renewed) else {
                     return;
                 };
                 renew(ctx, key, lock, l, deadline_ms, limit);
-                (Box::<[u8]>::from(l), token, deadline_ms)
+                (Grant::new(id.clone(), l, token), deadline_ms)
             }
             Err(CommandError::LimitMismatch(n)) => {
                 for c in everyone() {
                     delivery::answer_later(ctx, c, Answer::LimitMismatch(n));
                 }
-                continue;
+                if more {
+                    continue;
+                }
+                break;
             }
             // Token space exhausted: answer nil rather than leave the clients hanging.
             _ => {
                 for c in everyone() {
                     delivery::answer_later(ctx, c, Answer::Nil);
                 }
-                continue;
+                if more {
+                    continue;
+                }
+                break;
             }
         };
-        let grant = Grant::new(id.clone(), &lease_id, token);
         delivery::answer_later(
             ctx,
             head.client,
@@ -668,8 +681,11 @@ pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64)
         );
         // A waiter that sent the same LEASE is a retry of the same request: it holds the lease.
         for (w, at) in &handoff.same_lease {
-            renew(ctx, key, lock, &lease_id, *at, limit);
+            renew(ctx, key, lock, &grant.id, *at, limit);
             delivery::answer_later(ctx, w.client, Answer::Grant(grant.with_deadline(*at)));
+        }
+        if !more {
+            break;
         }
     }
     if let Some(at) = lock.held().ok().and_then(|h| h.next_end()) {

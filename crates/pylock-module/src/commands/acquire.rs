@@ -73,16 +73,21 @@ impl Command for Acquire {
         };
 
         let mut lock = LockKey::write(ctx, key);
-        if lock.stored().is_err() {
+        let Ok(held) = lock.held() else {
             return ctx.reply_error(CommandError::WrongType, Self::NAME);
-        }
+        };
         // Leases past their deadline end first (each as its own expiry, on a semaphore), and
         // free places go to the waiters, before this call is judged (the queue is normally
         // served the moment a place frees; this covers a key that vanished in a way no event
         // reported, and a deadline whose timer has not fired yet).
-        blocking::serve_now(ctx, key, &mut lock, now);
-        let Ok(held) = lock.held() else {
-            return ctx.reply_error(CommandError::WrongType, Self::NAME);
+        let held = if blocking::needs_serving(ctx, key, &held, now) {
+            blocking::serve_now(ctx, key, &mut lock, now);
+            let Ok(held) = lock.held() else {
+                return ctx.reply_error(CommandError::WrongType, Self::NAME);
+            };
+            held
+        } else {
+            held
         };
         let outcome = lease::acquire(&held, &req, now, &mut TokenSource);
         let next_end = held.next_end();
