@@ -3,8 +3,10 @@
 //! A lock is one key of our own type holding the lease id, fencing token, the lease's own
 //! deadline and the id it was claimed from; the key's (absolute) expiry is set to the deadline,
 //! so Redis expires locks, evicts them per `maxmemory-policy` and sends replicas a DEL exactly
-//! as for any other key, while a generic command that moves the expiry cannot extend a lease. See `docs/DESIGN.md` for why a module
-//! type rather than a string or hash.
+//! as for any other key, while a generic command that moves the expiry cannot extend a lease.
+//! A semaphore (n > 1) is a key of the same type holding a [`Sem`] (every lease), the key's
+//! expiry its latest lease's deadline; the value pointer's low bit tells the two apart. See
+//! `docs/DESIGN.md` for why a module type rather than a string or hash.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ffi::{c_int, c_void};
@@ -645,9 +647,11 @@ impl LockKey<Write> {
 
 // ---- data type callbacks -------------------------------------------------------------------
 //
-// RDB encoding (`pylock_core::stored`): version 1 writes the signed token, the signed deadline
-// (`stored::NO_DEADLINE` for none), the lease id and the claimed-from id (empty for none) as
-// string buffers; version 0 had the token and the id. Every callback body runs under `guard`;
+// RDB encoding (`pylock_core::stored`): version 2 writes, for the first lease (a semaphore's
+// earliest), the signed token, the signed deadline (`stored::NO_DEADLINE` for none), the lease
+// id and the claimed-from id (empty for none) as string buffers, then n and the number of
+// further leases, then each further lease the same way; version 1 was the first lease alone,
+// version 0 the token and the id. Every callback body runs under `guard`;
 // reads go through `Io`, which checks Redis's I/O error flag (`HANDLE_IO_ERRORS` is set in
 // `init`), so a short or corrupt payload is refused, not fatal.
 

@@ -1,7 +1,7 @@
 //! What the commands declare to the server (`RM_SetCommandInfo`): exact arities that the server
 //! checks before the module runs, flags, key specs that ACL applies (read-only for PYLOCK.INFO
 //! and PYLOCK.WATCH, read-write for the others), and `COMMAND DOCS` with summary, since,
-//! complexity and arguments (what `redis-cli` shows as hints), for all six commands.
+//! complexity and arguments (what `redis-cli` shows as hints), for all seven commands.
 //!
 //! PYLOCK.WATCH changes nothing, yet is flagged `write`: so that a read-only replica refuses it
 //! with `READONLY` as it does the other lease commands (a replica learns that a lease ended
@@ -155,7 +155,7 @@ server_tests! {
         }
     }
 
-    /// The flags each command registers, exactly, and that the module has these six commands
+    /// The flags each command registers, exactly, and that the module has these seven commands
     /// and no others. WATCH blocks, so it is not `fast`; it is `write` (see the file's docs).
     fn flags_are_exact_and_the_module_has_seven_commands(kind: Kind) {
         let s = Server::start(kind);

@@ -503,4 +503,45 @@ server_tests! {
             .expect("the promoted replica's timer removed the short lease");
         assert_eq!(ids(&info(&mut r, "sem").unwrap()), ["long-lease"]);
     }
+
+    /// RENAME carries every lease and n unchanged; an EXPIRE in the past deletes the key and
+    /// serves its waiters at once; SET over it answers its waiters WRONGTYPE.
+    fn rename_expire_and_set_on_a_semaphore(kind: Kind) {
+        let s = Server::start(kind);
+        let mut con = s.conn();
+        take(&mut con, "sem", "a", 60_000, 2).unwrap();
+        take(&mut con, "sem", "b", 60_000, 2).unwrap();
+        let strip = |mut i: SemInfo| {
+            i.3.iter_mut().for_each(|l| l.2 = 0);
+            i
+        };
+        let before = strip(info(&mut con, "sem").unwrap());
+        let _: () = redis::cmd("RENAME").arg("sem").arg("sem2").query(&mut con).unwrap();
+        assert_eq!(strip(info(&mut con, "sem2").unwrap()), before);
+        assert_eq!(info(&mut con, "sem"), None);
+        // An EXPIRE in the past ends every lease and serves the waiters at once.
+        let w = blocked_take(&s, "sem2", "w", 2, 5000);
+        wait_waiting(&s, 1);
+        let _: i64 = redis::cmd("PEXPIREAT").arg("sem2").arg(1).query(&mut con).unwrap();
+        assert_eq!(Lease::from_value(&w.join().unwrap()).id_str(), "w");
+        // SET over a full semaphore (w, which got its place, and x): its waiter is answered
+        // WRONGTYPE.
+        take(&mut con, "sem2", "x", 60_000, 2).unwrap();
+        let mut wc = s.conn();
+        let w = thread::spawn(move || {
+            redis::cmd("PYLOCK.ACQUIRE")
+                .arg("sem2")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(5000)
+                .arg("LIMIT")
+                .arg(2)
+                .query::<Value>(&mut wc)
+                .map_err(|e| testkit::error_text(&e))
+        });
+        wait_waiting(&s, 1);
+        let _: () = redis::cmd("SET").arg("sem2").arg("v").query(&mut con).unwrap();
+        let r = w.join().unwrap();
+        assert!(matches!(&r, Err(e) if e.starts_with("WRONGTYPE")), "{r:?}");
+    }
 }

@@ -494,8 +494,14 @@ pub(crate) fn serve_now(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64
         Ok(_) => {
             let dead = lock.state().ok().flatten().map(|s| !s.is_live(now));
             if dead != Some(false) && has_clients(ctx, key.as_ref()) {
-                if dead == Some(true) {
-                    lease_ended(ctx, key, lock, Reason::Expired);
+                if dead == Some(true) && stats::WATCHING.get() > 0 {
+                    // Judged by the state: `expired` if the lease's own deadline came, else
+                    // `deleted` (a TTL set earlier than it ended the key).
+                    let id = LockId {
+                        db: ctx.db(),
+                        key: key.as_ref().into(),
+                    };
+                    settle(ctx, &id, lock.held().unwrap_or(Held::Lock(None)), None);
                 }
                 hand_off(ctx, key, lock, now);
             }
