@@ -11,7 +11,9 @@
 //! - a full client cycle (acquire, confirm with EXTEND, release) with the `pylocks` client vs
 //!   plain redis-rs with `SET NX PX` and the two Lua scripts;
 //! - memory per held lock (`used_memory` delta / `DBSIZE`) vs plain `SET key uuid PX` keys;
-//! - server CPU (`used_cpu_sys + used_cpu_user`) while all the keys expire.
+//! - server CPU (`used_cpu_sys + used_cpu_user`) while all the keys expire;
+//! - a semaphore with 1,000 and 10,000 live leases against a plain lock: server time of
+//!   ACQUIRE, RELEASE, CONFIRM and CONFIRM … EXTEND, and memory per extra lease.
 //!
 //! Every measurement runs several times, the two sides interleaved, and the medians are
 //! reported. Results go to stdout as tables, to a Markdown file and to a PNG plot of the ratios.
@@ -87,8 +89,16 @@ struct Args {
     only: Vec<String>,
 }
 
-const PHASES: [&str; 8] = [
-    "acquire", "confirm", "release", "cycle", "memory", "expiry", "handoff", "watch",
+const PHASES: [&str; 9] = [
+    "acquire",
+    "confirm",
+    "release",
+    "cycle",
+    "memory",
+    "expiry",
+    "handoff",
+    "watch",
+    "semaphore",
 ];
 
 fn parse_args() -> Result<Args, String> {
@@ -221,6 +231,7 @@ fn main() {
             "memory" => b.memory(&mut report),
             "expiry" => b.expiry(&mut report),
             "handoff" => b.handoff(&mut report),
+            "semaphore" => b.semaphore(&mut report),
             _ => b.watch(&mut report),
         }
     }
@@ -822,6 +833,158 @@ impl<'a> Bench<'a> {
             base_v: plain,
             unit: "bytes/key",
             target: None,
+        });
+        self.flush();
+    }
+
+    // -- semaphores: cost against n --
+
+    /// ACQUIRE + RELEASE pairs (pipelines of 64 grants, then their 64 releases) and CONFIRM
+    /// (plain and EXTEND) of random live leases, on one semaphore key holding `live` leases
+    /// (`LIMIT 100000`) or on plain locks; server time per call from `INFO commandstats`.
+    /// Returns `[acquire, release, confirm, extend]` as `(µs/call, calls/s)`.
+    fn semaphore_side(&mut self, live: usize, sem: bool, ops: usize) -> [(f64, f64); 4] {
+        let ttl = 3_600_000i64;
+        let target = |i: usize| if sem { "sem".to_string() } else { key("pl", i) };
+        let limit = |c: &mut redis::Cmd| {
+            if sem {
+                c.arg("LIMIT").arg(100_000);
+            }
+        };
+        self.reset_stats();
+        let started = Instant::now();
+        let mut i = 0;
+        while i < ops {
+            let batch = (i..(i + 64).min(ops)).collect::<Vec<_>>();
+            let mut p = redis::pipe();
+            for j in &batch {
+                let mut c = redis::cmd("PYLOCK.ACQUIRE");
+                c.arg(target(*j)).arg(ttl).arg("LEASE").arg(format!("x{j}"));
+                limit(&mut c);
+                p.add_command(c).ignore();
+            }
+            for j in &batch {
+                p.cmd("PYLOCK.RELEASE")
+                    .arg(target(*j))
+                    .arg(format!("x{j}"))
+                    .ignore();
+            }
+            p.query::<()>(&mut self.con)
+                .expect("acquire/release pipeline");
+            i += 64;
+        }
+        let pairs_s = started.elapsed().as_secs_f64();
+        let acq = self.cmdstat("pylock.acquire");
+        let rel = self.cmdstat("pylock.release");
+        let mut out = [
+            (acq.1, ops as f64 / pairs_s),
+            (rel.1, ops as f64 / pairs_s),
+            (0.0, 0.0),
+            (0.0, 0.0),
+        ];
+        for (slot, extend) in [(2, false), (3, true)] {
+            self.reset_stats();
+            let started = Instant::now();
+            self.pipeline(ops, 64, |j| {
+                let h = (j * 7919) % live;
+                let mut c = redis::cmd("PYLOCK.CONFIRM");
+                if sem {
+                    c.arg("sem").arg(format!("h{h}"));
+                } else {
+                    c.arg(key("ph", h)).arg(LEASE);
+                }
+                if extend {
+                    c.arg("EXTEND").arg(ttl);
+                }
+                c
+            });
+            let (_, us) = self.cmdstat("pylock.confirm");
+            out[slot] = (us, ops as f64 / started.elapsed().as_secs_f64());
+        }
+        out
+    }
+
+    fn semaphore(&mut self, r: &mut Report) {
+        let ops = if self.plan.reps <= 2 { 20_000 } else { 100_000 };
+        let ttl = 3_600_000i64;
+        for live in [1_000usize, 10_000] {
+            println!("== semaphore with {live} live leases vs plain locks ({ops} calls per command, pipelines of 64)");
+            self.flush();
+            self.pipeline(live, 1000, |i| {
+                let mut c = redis::cmd("PYLOCK.ACQUIRE");
+                c.arg("sem")
+                    .arg(ttl)
+                    .arg("LEASE")
+                    .arg(format!("h{i}"))
+                    .arg("LIMIT")
+                    .arg(100_000);
+                c
+            });
+            self.populate_locks("ph", live, ttl, Some(LEASE));
+            let (mut sem, mut plain) = (vec![], vec![]);
+            for rep in 0..self.plan.reps {
+                let (x, y) = if rep % 2 == 0 {
+                    let x = self.semaphore_side(live, true, ops);
+                    (x, self.semaphore_side(live, false, ops))
+                } else {
+                    let y = self.semaphore_side(live, false, ops);
+                    (self.semaphore_side(live, true, ops), y)
+                };
+                println!(
+                    "  run {}: semaphore ACQUIRE {:.2} RELEASE {:.2} CONFIRM {:.2} EXTEND {:.2} µs | lock {:.2} {:.2} {:.2} {:.2} µs",
+                    rep + 1, x[0].0, x[1].0, x[2].0, x[3].0, y[0].0, y[1].0, y[2].0, y[3].0
+                );
+                sem.push(x);
+                plain.push(y);
+            }
+            for (i, name) in ["ACQUIRE", "RELEASE", "CONFIRM", "CONFIRM … EXTEND"]
+                .iter()
+                .enumerate()
+            {
+                let a: Vec<(f64, f64)> = sem.iter().map(|x| x[i]).collect();
+                let b: Vec<(f64, f64)> = plain.iter().map(|x| x[i]).collect();
+                r.add_time_pair(
+                    &format!("{name} on a semaphore of {live} leases"),
+                    &format!("{name} on a plain lock"),
+                    &a,
+                    &b,
+                    Some(Target::AtMost(2.0)),
+                );
+            }
+        }
+        // Memory: 10,000 leases with server-made ids on one key, against 10,000 plain locks.
+        let n = 10_000;
+        println!("== memory per extra semaphore lease ({n} leases) vs per plain lock ({n} keys)");
+        let (mut per_lease, mut per_lock) = (vec![], vec![]);
+        for _ in 0..self.plan.reps.min(3) {
+            self.flush();
+            let before = self.settle_used_memory();
+            self.pipeline(n, 1000, |_| {
+                let mut c = redis::cmd("PYLOCK.ACQUIRE");
+                c.arg("sem").arg(ttl).arg("LIMIT").arg(100_000);
+                c
+            });
+            let after = self.settle_used_memory();
+            per_lease.push((after - before) / n as f64);
+            self.flush();
+            let before = self.settle_used_memory();
+            self.populate_locks("mem", n, ttl, None);
+            let after = self.settle_used_memory();
+            per_lock.push((after - before) / n as f64);
+            println!(
+                "  semaphore {:.1} B/lease | plain lock {:.1} B/key",
+                per_lease.last().unwrap(),
+                per_lock.last().unwrap()
+            );
+        }
+        r.rows.push(Row {
+            section: Section::Memory,
+            ours: format!("semaphore, per lease ({n} leases, server-made ids)"),
+            base: "plain lock, per key (server-made id)".into(),
+            ours_v: median(per_lease),
+            base_v: median(per_lock),
+            unit: "bytes",
+            target: Some(Target::AtMost(1.0)),
         });
         self.flush();
     }

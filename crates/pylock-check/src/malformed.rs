@@ -73,6 +73,9 @@ const NOT_INT: &str = "ERR value is not an integer or out of range";
 const SYNTAX: &str = "ERR syntax error";
 const BAD_LEASE: &str = "ERR invalid lease id";
 const NEG_TIMEOUT: &str = "ERR timeout is negative";
+const BAD_LIMIT: &str = "ERR invalid limit";
+/// What ACQUIRE … LIMIT n (n > 1) gets on a key that holds a lock (n = 1).
+const LOCK_IS_N1: &str = "LIMITMISMATCH the key admits 1 lease at once";
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const RESTORE_REFUSED: &str =
     "ERR pylock.restore is internal: only replication and AOF loading may call it";
@@ -160,12 +163,14 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
             }
             let mut lease = None;
             let mut block = None;
+            let mut limit = None;
             let mut i = 3;
             while i < n {
                 let opt = args[i].to_ascii_uppercase();
                 let slot = match opt.as_slice() {
                     b"LEASE" => &mut lease,
                     b"BLOCK" => &mut block,
+                    b"LIMIT" => &mut limit,
                     _ => {
                         out.allowed = errors(vec![SYNTAX.into()]);
                         return out;
@@ -195,12 +200,26 @@ pub fn expect(args: &[Vec<u8>], key: &KeyState, now_ms: i64) -> Expectation {
                     Some(ms) => block_ms = Some((b, ms)),
                 }
             }
+            let mut limit_n = 1;
+            if let Some(l) = limit {
+                match redis_int(&args[l]) {
+                    None => value_errors.push((l, NOT_INT.into(), false)),
+                    Some(k) if !(1..=100_000).contains(&k) => {
+                        value_errors.push((l, BAD_LIMIT.into(), false))
+                    }
+                    Some(k) => limit_n = k,
+                }
+            }
             if finish_errors(&mut out, &mut value_errors) {
                 return out;
             }
             let want_lease = lease.map(|l| args[l].clone());
             match key {
                 KeyState::OtherType => out.allowed.push(Allowed::Error(WRONGTYPE.into())),
+                // The held key is a lock: another n is refused whoever asks.
+                KeyState::Held(_) if limit_n != 1 => {
+                    out.allowed.push(Allowed::Error(LOCK_IS_N1.into()))
+                }
                 KeyState::Free => out.allowed.push(Allowed::Lease {
                     id: want_lease,
                     changes: true,
@@ -534,6 +553,7 @@ fn option_word(rng: &mut Rng) -> Vec<u8> {
         "LEASES",
         "CLAIMS",
         "TIMEOUT\0",
+        "LIMIT",
     ]);
     // Random case: option names are case-insensitive.
     w.bytes()
@@ -609,6 +629,11 @@ pub fn generate(rng: &mut Rng, keys: &[Vec<u8>], now_ms: i64) -> Vec<Vec<u8>> {
             }
             if rng.chance(40) {
                 args.extend([b"BLOCK".to_vec(), b"5".to_vec()]);
+            }
+            if rng.chance(20) {
+                // n = 1 (a lock, as without LIMIT) or refused values: the model's keys stay locks.
+                let n = *rng.pick(&["1", "0", "-1", "100001", "x", "1.5", "01"]);
+                args.extend([b"LIMIT".to_vec(), n.as_bytes().to_vec()]);
             }
         }
         "pylock.confirm" => {

@@ -111,6 +111,9 @@ pub struct StringField {
     pub data: Range<usize>,
 }
 
+/// An unsigned value's opcode byte and its length encoding.
+pub type UintField = (usize, Range<usize>);
+
 /// Where each field of a lock's body lies (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -132,6 +135,9 @@ pub struct Layout {
     pub id_data: Range<usize>,
     /// Version 1: the claimed-from string.
     pub from: Option<StringField>,
+    /// Version 2: n and the number of further leases (opcode and length encoding of each).
+    /// Only bodies of one lease (further leases 0) are laid out here.
+    pub limit: Option<(UintField, UintField)>,
     /// The EOF opcode byte.
     pub eof: usize,
 }
@@ -203,7 +209,7 @@ impl Layout {
         let token = rdb_uint(body, token_opcode)?;
         let (deadline, id_opcode) = match encver {
             0 => (None, token.end),
-            1 => {
+            1 | 2 => {
                 let range = rdb_uint(body, token.end)?;
                 let end = range.end;
                 (Some((token.end, range)), end)
@@ -219,6 +225,14 @@ impl Layout {
                 (Some(from), end)
             }
         };
+        let (limit, eof) = if encver >= 2 {
+            let n = rdb_uint(body, eof)?;
+            let more = rdb_uint(body, n.end)?;
+            let end = more.end;
+            ((Some(((eof, n.clone()), (n.end, more)))), end)
+        } else {
+            (None, eof)
+        };
         (body.get(eof) == Some(&0) && body.len() == eof + 1).then_some(Layout {
             module_id,
             encver,
@@ -229,6 +243,7 @@ impl Layout {
             id_header: id.header,
             id_data: id.data,
             from,
+            limit,
             eof,
         })
     }
@@ -249,6 +264,9 @@ pub struct LockBody {
     /// Version 1: the claimed-from id (empty for none).
     pub from: Vec<u8>,
 }
+
+/// What version 2 writes after a lock's one lease: n = 1 and no further leases.
+pub const V2_LOCK_TAIL: [u8; 4] = [2, 1, 2, 0];
 
 /// An RDB length as `rdbSaveLen` writes it.
 pub fn rdb_len_bytes(n: u64) -> Vec<u8> {
@@ -314,6 +332,9 @@ impl LockBody {
         string(&mut out, &self.id);
         if self.encver != 0 {
             string(&mut out, &self.from);
+        }
+        if self.encver >= 2 {
+            out.extend_from_slice(&V2_LOCK_TAIL);
         }
         out.push(0);
         out
@@ -679,6 +700,28 @@ fn info_lease(v: &Value) -> Option<(Vec<u8>, i64, i64)> {
             if f0 == b"lease" && f1 == b"token" && f2 == b"ttl" && f3 == b"waiters" =>
         {
             Some((id.clone(), *token, *ttl))
+        }
+        // A semaphore (a mutated n): `limit <n> holders <count> waiters 0 leases [...]`, with
+        // n in 1..=100000, at most n holders; its first lease stands for it.
+        [Value::BulkString(f0), Value::Int(n), Value::BulkString(f1), Value::Int(holders), Value::BulkString(f2), Value::Int(0), Value::BulkString(f3), Value::Array(leases)]
+            if f0 == b"limit"
+                && f1 == b"holders"
+                && f2 == b"waiters"
+                && f3 == b"leases"
+                && (2..=100_000).contains(n)
+                && *holders >= 1
+                && *holders <= *n
+                && leases.len() as i64 == *holders =>
+        {
+            match leases.first() {
+                Some(Value::Array(l)) => match l.as_slice() {
+                    [Value::BulkString(id), Value::Int(token), Value::Int(ttl)] => {
+                        Some((id.clone(), *token, *ttl))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }
         }
         _ => None,
     }

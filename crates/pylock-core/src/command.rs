@@ -10,9 +10,9 @@
 
 use crate::error::CommandError;
 use crate::int::parse_i64;
-use crate::MAX_LEASE_ID_LEN;
+use crate::{MAX_LEASE_ID_LEN, MAX_LIMIT};
 
-/// `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms]`
+/// `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms] [LIMIT n]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Acquire<'a> {
     /// Lifetime of the lease, in milliseconds (>= 1).
@@ -21,6 +21,8 @@ pub struct Acquire<'a> {
     pub lease: Option<&'a [u8]>,
     /// How long to wait for a held lock, in milliseconds; 0 waits forever.
     pub block_ms: Option<i64>,
+    /// How many leases the key admits at once (`1..=MAX_LIMIT`); absent means 1, a lock.
+    pub limit: Option<u32>,
 }
 
 /// `PYLOCK.CONFIRM key lease-id [EXTEND ttl-ms] [CLAIM new-lease-id]`
@@ -68,32 +70,37 @@ impl<'a> Acquire<'a> {
     pub fn parse<A: AsRef<[u8]>>(args: &'a [A], now_ms: i64) -> Result<Self, CommandError> {
         let (ttl, options) = args.split_first().ok_or(CommandError::WrongArity)?;
         // (position, value) of each option, so values are checked in command-line order.
-        let [lease, block] = scan_options(options, [b"LEASE".as_slice(), b"BLOCK"])?;
+        let [lease, block, limit] =
+            scan_options(options, [b"LEASE".as_slice(), b"BLOCK", b"LIMIT"])?;
         let ttl_ms = parse_ttl(ttl.as_ref(), now_ms)?;
-        let check_lease = || lease.map(|(_, l)| check_lease_id(l)).transpose();
-        let check_block = || match block {
-            None => Ok(None),
-            Some((_, b)) => match parse_i64(b) {
-                None => Err(CommandError::NotInteger),
-                Some(ms) if ms < 0 => Err(CommandError::NegativeTimeout),
-                Some(ms) => Ok(Some(ms)),
-            },
-        };
-        let (lease, block_ms) = match (lease, block) {
-            (Some((l, _)), Some((b, _))) if b < l => {
-                let block_ms = check_block()?;
-                (check_lease()?, block_ms)
-            }
-            _ => {
-                let lease = check_lease()?;
-                (lease, check_block()?)
-            }
-        };
-        Ok(Self {
+        let mut req = Self {
             ttl_ms,
-            lease,
-            block_ms,
-        })
+            lease: None,
+            block_ms: None,
+            limit: None,
+        };
+        let mut given = [(0, lease), (1, block), (2, limit)];
+        given.sort_by_key(|(_, found)| found.map_or(usize::MAX, |(at, _)| at));
+        for (which, found) in given {
+            let Some((_, value)) = found else { continue };
+            match which {
+                0 => req.lease = Some(check_lease_id(value)?),
+                1 => {
+                    req.block_ms = Some(match parse_i64(value) {
+                        None => return Err(CommandError::NotInteger),
+                        Some(ms) if ms < 0 => return Err(CommandError::NegativeTimeout),
+                        Some(ms) => ms,
+                    })
+                }
+                _ => req.limit = Some(parse_limit(value)?),
+            }
+        }
+        Ok(req)
+    }
+
+    /// How many leases the key admits: `LIMIT`, or 1.
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(1)
     }
 
     /// The arguments after the key, as a client sends them.
@@ -106,6 +113,10 @@ impl<'a> Acquire<'a> {
         if let Some(block) = self.block_ms {
             out.push(b"BLOCK".to_vec());
             out.push(block.to_string().into_bytes());
+        }
+        if let Some(limit) = self.limit {
+            out.push(b"LIMIT".to_vec());
+            out.push(limit.to_string().into_bytes());
         }
         out
     }
@@ -283,6 +294,15 @@ fn parse_ttl(value: &[u8], now_ms: i64) -> Result<i64, CommandError> {
     Ok(ttl)
 }
 
+/// A `LIMIT` must be an integer from 1 to [`MAX_LIMIT`].
+fn parse_limit(value: &[u8]) -> Result<u32, CommandError> {
+    let n = parse_i64(value).ok_or(CommandError::NotInteger)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or(CommandError::InvalidLimit)
+}
+
 fn check_lease_id(id: &[u8]) -> Result<&[u8], CommandError> {
     if id.is_empty() || id.len() > MAX_LEASE_ID_LEN {
         Err(CommandError::InvalidLeaseId)
@@ -364,6 +384,8 @@ mod tests {
             (vec!["1", "BLOCK", "-1", "LEASE", ""], Err(NegativeTimeout)),
             (vec!["1", "BLOCK", "x", "LEASE", ""], Err(NotInteger)),
             (vec!["x", "BLOCK", "-1", "LEASE", ""], Err(NotInteger)),
+            (vec!["1", "LIMIT"], Err(Syntax)),
+            (vec!["1", "LIMIT", "2", "limit", "2"], Err(Syntax)),
         ];
         for (i, (args, want)) in cases.into_iter().enumerate() {
             let got = acquire(&args).map(|a| {
@@ -375,6 +397,46 @@ mod tests {
             });
             assert_eq!(got, want, "case {i}: {args:?}");
         }
+    }
+
+    #[test]
+    fn limit_table() {
+        type LimitCase<'a> = (Vec<&'a str>, Result<Option<u32>, CommandError>);
+        let cases: Vec<LimitCase> = vec![
+            (vec!["1000"], Ok(None)),
+            (vec!["1000", "LIMIT", "1"], Ok(Some(1))),
+            (vec!["1000", "limit", "3"], Ok(Some(3))),
+            (vec!["1000", "LIMIT", "100000"], Ok(Some(100_000))),
+            (vec!["1000", "LIMIT", "100001"], Err(InvalidLimit)),
+            (vec!["1000", "LIMIT", "0"], Err(InvalidLimit)),
+            (vec!["1000", "LIMIT", "-1"], Err(InvalidLimit)),
+            (
+                vec!["1000", "LIMIT", "9223372036854775807"],
+                Err(InvalidLimit),
+            ),
+            (vec!["1000", "LIMIT", "x"], Err(NotInteger)),
+            (vec!["1000", "LIMIT", "1.0"], Err(NotInteger)),
+            (
+                vec!["1000", "LIMIT", "99999999999999999999"],
+                Err(NotInteger),
+            ),
+            (
+                vec!["1000", "LIMIT", "3", "LEASE", "a", "BLOCK", "5"],
+                Ok(Some(3)),
+            ),
+            // Values are checked left to right as they stand.
+            (vec!["1", "LIMIT", "0", "LEASE", ""], Err(InvalidLimit)),
+            (vec!["1", "LEASE", "", "LIMIT", "0"], Err(InvalidLeaseId)),
+            (vec!["1", "BLOCK", "-1", "LIMIT", "x"], Err(NegativeTimeout)),
+            (vec!["1", "LIMIT", "x", "BLOCK", "-1"], Err(NotInteger)),
+            (vec!["0", "LIMIT", "x"], Err(InvalidExpire)),
+            (vec!["1", "LIMIT", "0", "NX"], Err(Syntax)),
+        ];
+        for (i, (args, want)) in cases.into_iter().enumerate() {
+            assert_eq!(acquire(&args).map(|a| a.limit), want, "case {i}: {args:?}");
+        }
+        assert_eq!(acquire(&["5"]).unwrap().limit(), 1);
+        assert_eq!(acquire(&["5", "LIMIT", "4"]).unwrap().limit(), 4);
     }
 
     #[test]
@@ -486,8 +548,9 @@ mod tests {
     proptest! {
         #[test]
         fn acquire_round_trips(ttl in 1..=(i64::MAX - NOW), lease in proptest::option::of(lease_id()),
-                               block in proptest::option::of(0..=i64::MAX)) {
-            let cmd = Acquire { ttl_ms: ttl, lease: lease.as_deref(), block_ms: block };
+                               block in proptest::option::of(0..=i64::MAX),
+                               limit in proptest::option::of(1..=MAX_LIMIT)) {
+            let cmd = Acquire { ttl_ms: ttl, lease: lease.as_deref(), block_ms: block, limit };
             let args = cmd.to_args();
             prop_assert_eq!(Acquire::parse(&args, NOW), Ok(cmd));
         }
@@ -520,13 +583,14 @@ mod tests {
         fn arbitrary_arguments_never_panic(args in proptest::collection::vec(
             prop_oneof![
                 Just(b"LEASE".to_vec()), Just(b"BLOCK".to_vec()), Just(b"EXTEND".to_vec()),
-                Just(b"CLAIM".to_vec()), Just(b"TIMEOUT".to_vec()),
+                Just(b"CLAIM".to_vec()), Just(b"TIMEOUT".to_vec()), Just(b"LIMIT".to_vec()),
                 Just(b"-1".to_vec()), Just(b"0".to_vec()), Just(b"9223372036854775807".to_vec()),
                 proptest::collection::vec(any::<u8>(), 0..200),
             ], 0..8), now in any::<i64>()) {
             if let Ok(a) = Acquire::parse(&args, now) {
                 prop_assert!(a.ttl_ms >= 1 && now.checked_add(a.ttl_ms).is_some());
                 prop_assert!(a.block_ms.is_none_or(|b| b >= 0));
+                prop_assert!(a.limit.is_none_or(|n| (1..=MAX_LIMIT).contains(&n)));
                 prop_assert!(a.lease.is_none_or(|l| !l.is_empty() && l.len() <= MAX_LEASE_ID_LEN));
             }
             if let Ok(c) = Confirm::parse(&args, now) {

@@ -43,6 +43,11 @@ pub enum CommandError {
     TryAgain,
     /// A panic was caught at the module's boundary; the server log has the details.
     Internal,
+    /// `LIMIT` is below 1 or above [`crate::MAX_LIMIT`].
+    InvalidLimit,
+    /// The key admits another number of leases than the `LIMIT` asked for (or 1 without
+    /// `LIMIT`): the key's n.
+    LimitMismatch(u32),
 }
 
 /// The error code (first word) of [`CommandError::NotHeld`].
@@ -51,6 +56,8 @@ pub const NOTHELD: &str = "NOTHELD";
 pub const NOTOWNED: &str = "NOTOWNED";
 /// The error code (first word) of [`CommandError::Claimed`].
 pub const CLAIMED: &str = "CLAIMED";
+/// The error code (first word) of [`CommandError::LimitMismatch`].
+pub const LIMITMISMATCH: &str = "LIMITMISMATCH";
 
 impl CommandError {
     /// The error code: the first word of the reply.
@@ -61,6 +68,7 @@ impl CommandError {
             Self::NotOwned => NOTOWNED,
             Self::Claimed => CLAIMED,
             Self::TryAgain => "TRYAGAIN",
+            Self::LimitMismatch(_) => LIMITMISMATCH,
             _ => "ERR",
         }
     }
@@ -93,6 +101,12 @@ impl CommandError {
             Self::InvalidToken => out.write_str("ERR invalid fencing token"),
             Self::TryAgain => out.write_str("TRYAGAIN this node no longer serves the lock's slot"),
             Self::Internal => out.write_str("ERR pylock internal error, see the server log"),
+            Self::InvalidLimit => out.write_str("ERR invalid limit"),
+            Self::LimitMismatch(n) => write!(
+                out,
+                "LIMITMISMATCH the key admits {n} lease{} at once",
+                if n == 1 { "" } else { "s" }
+            ),
         }
     }
 
@@ -162,5 +176,15 @@ mod tests {
         assert!(CommandError::NotHeld.message("x").starts_with("NOTHELD "));
         assert!(CommandError::NotOwned.message("x").starts_with("NOTOWNED "));
         assert!(CommandError::Claimed.message("x").starts_with("CLAIMED "));
+        assert_eq!(CommandError::InvalidLimit.message("x"), "ERR invalid limit");
+        assert_eq!(
+            CommandError::LimitMismatch(3).message("x"),
+            "LIMITMISMATCH the key admits 3 leases at once"
+        );
+        assert_eq!(
+            CommandError::LimitMismatch(1).message("x"),
+            "LIMITMISMATCH the key admits 1 lease at once"
+        );
+        assert_eq!(CommandError::LimitMismatch(7).code(), "LIMITMISMATCH");
     }
 }

@@ -29,12 +29,15 @@ pub mod watch;
 
 pub use command::{Acquire, Confirm, Info, Release, Watch};
 pub use error::CommandError;
-pub use lease::{LeaseState, Outcome};
+pub use lease::{LeaseState, Leases, Outcome};
 pub use reply::{LeaseReply, ReplySink};
 pub use token::TokenClock;
 
 /// The largest lease id a caller may supply, in bytes.
 pub const MAX_LEASE_ID_LEN: usize = 128;
+
+/// The largest `LIMIT` a semaphore may have: the most leases one key admits at once.
+pub const MAX_LIMIT: u32 = 100_000;
 
 /// Length of a server-made lease id: a lowercase hyphenated UUID.
 pub const UUID_LEN: usize = 36;

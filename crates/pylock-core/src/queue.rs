@@ -28,6 +28,8 @@ pub struct Waiter<C> {
     pub ttl_ms: i64,
     /// The LEASE it asked with, if any.
     pub lease: Option<Box<[u8]>>,
+    /// The n it asked for (`LIMIT`, or 1).
+    pub limit: u32,
 }
 
 /// A freed lock's next holder, and the waiters answered with the same grant.
@@ -296,6 +298,7 @@ mod tests {
             client,
             ttl_ms,
             lease: lease.map(|l| l.as_bytes().into()),
+            limit: 1,
         }
     }
 
@@ -453,6 +456,7 @@ mod tests {
             client: c,
             ttl_ms: ttl,
             lease: l.map(|l| vec![b'a' + l].into()),
+            limit: 1,
         })
     }
 

@@ -36,6 +36,32 @@ pub struct InfoReply<'a> {
     pub waiters: i64,
 }
 
+/// The field names of an INFO reply on a semaphore (n > 1), in order.
+pub const SEM_INFO_FIELDS: [&str; 4] = ["limit", "holders", "waiters", "leases"];
+
+/// Writes INFO's reply for a semaphore (n > 1): `limit <n> holders <count> waiters <int>
+/// leases <array of lease replies>`, the `holders` leases given earliest deadline first.
+pub fn write_sem_info<'a>(
+    out: &mut impl ReplySink,
+    limit: u32,
+    waiters: i64,
+    holders: usize,
+    leases: impl Iterator<Item = LeaseReply<'a>>,
+) {
+    out.array(8);
+    out.bulk(SEM_INFO_FIELDS[0].as_bytes());
+    out.int(i64::from(limit));
+    out.bulk(SEM_INFO_FIELDS[1].as_bytes());
+    out.int(holders as i64);
+    out.bulk(SEM_INFO_FIELDS[2].as_bytes());
+    out.int(waiters);
+    out.bulk(SEM_INFO_FIELDS[3].as_bytes());
+    out.array(holders);
+    for lease in leases.take(holders) {
+        lease.write(out);
+    }
+}
+
 /// The field names of an INFO reply, in order.
 pub const INFO_FIELDS: [&str; 4] = ["lease", "token", "ttl", "waiters"];
 

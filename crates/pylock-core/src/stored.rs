@@ -8,9 +8,14 @@
 //!
 //! - **version 0** (the module before CLAIM): the fencing token as a signed integer, then the
 //!   lease id as a string buffer. The lease's deadline was the key's expiry alone.
-//! - **version 1**, written now: the token, the lease's own deadline as a signed integer (Unix
-//!   ms; [`NO_DEADLINE`] for none), the lease id, then the id it was claimed from as a string
-//!   buffer (empty when it was not claimed).
+//! - **version 1** (the module before semaphores): the token, the lease's own deadline as a
+//!   signed integer (Unix ms; [`NO_DEADLINE`] for none), the lease id, then the id it was
+//!   claimed from as a string buffer (empty when it was not claimed).
+//! - **version 2**, written now: one lease as in version 1 (the earliest deadline's), then n
+//!   (`LIMIT`, 1 for a lock) and the number of further leases as unsigned integers, then each
+//!   further lease as in version 1. A lock is the version 1 body followed by `1` and `0`.
+//!   Every lease of a semaphore (n > 1) has a deadline, the ids are distinct, and there are
+//!   at most n leases.
 //!
 //! A lock the module stores always has a token `> 0`, an id of `1..=MAX_LEASE_ID_LEN` bytes, a
 //! deadline `>= 0` or none, and a claimed-from id that is empty or a valid id other than its
@@ -19,12 +24,12 @@
 use std::fmt;
 
 use crate::token::plausible_limit;
-use crate::MAX_LEASE_ID_LEN;
+use crate::{MAX_LEASE_ID_LEN, MAX_LIMIT};
 
 /// The RDB encoding version this module writes. It reads this one and every earlier one; a
 /// newer module that changes the encoding bumps it, and this one then refuses that data instead
 /// of misreading it.
-pub const ENCODING_VERSION: i32 = 1;
+pub const ENCODING_VERSION: i32 = 2;
 
 /// The encoding of the module before CLAIM: token and id only.
 pub const LEGACY_VERSION: i32 = 0;
@@ -53,6 +58,19 @@ pub enum Refusal {
     BadDeadline(i64),
     /// The claimed-from id is longer than [`MAX_LEASE_ID_LEN`] bytes, or is the lease's own id.
     BadClaimedFrom(usize),
+    /// Version 2: n is outside `1..=MAX_LIMIT`.
+    BadLimit(i64),
+    /// Version 2: more leases than n, or further leases for a lock.
+    BadLeaseCount {
+        /// n as stored.
+        limit: i64,
+        /// The number of leases after the first, as stored.
+        more: i64,
+    },
+    /// Version 2: two leases of one semaphore with the same id.
+    DuplicateId,
+    /// Version 2: a lease of a semaphore without a deadline.
+    MissingDeadline,
 }
 
 impl fmt::Display for Refusal {
@@ -77,6 +95,14 @@ impl fmt::Display for Refusal {
                 f,
                 "claimed-from id of {n} bytes is too long or the lease's own id"
             ),
+            Refusal::BadLimit(n) => write!(f, "limit {n} is outside 1..={MAX_LIMIT}"),
+            Refusal::BadLeaseCount { limit, more } => write!(
+                f,
+                "{} leases stored for a key that admits {limit}",
+                more.saturating_add(1)
+            ),
+            Refusal::DuplicateId => f.write_str("two leases of one key have the same id"),
+            Refusal::MissingDeadline => f.write_str("a lease of a semaphore has no deadline"),
         }
     }
 }
@@ -156,6 +182,23 @@ pub fn check_claimed_from<'a>(from: &'a [u8], id: &[u8]) -> Result<Option<&'a [u
     Ok(Some(from))
 }
 
+/// Version 2: n and the number of leases after the first, as stored. Returns n.
+///
+/// # Errors
+///
+/// [`Refusal::BadLimit`] for n outside `1..=MAX_LIMIT`; [`Refusal::BadLeaseCount`] when
+/// `more` is negative or more than n - 1 further leases are stored.
+pub fn check_limit(limit: i64, more: i64) -> Result<u32, Refusal> {
+    let n = u32::try_from(limit)
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or(Refusal::BadLimit(limit))?;
+    if more < 0 || more >= limit {
+        return Err(Refusal::BadLeaseCount { limit, more });
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +241,8 @@ mod tests {
             (0, 5, b"", Err(Refusal::BadIdLength(0))),
             (0, 5, &[b'x'; 129], Err(Refusal::BadIdLength(129))),
             (1, 5, b"x", Ok(())),
-            (2, 5, b"x", Err(Refusal::UnknownVersion(2))),
+            (2, 5, b"x", Ok(())),
+            (3, 5, b"x", Err(Refusal::UnknownVersion(3))),
             (-1, 5, b"x", Err(Refusal::UnknownVersion(-1))),
             // The version is decided first, then the token, then the id.
             (7, 0, b"", Err(Refusal::UnknownVersion(7))),
@@ -213,7 +257,7 @@ mod tests {
     fn refusals_read_clearly() {
         assert_eq!(
             Refusal::UnknownVersion(3).to_string(),
-            "lock encoding version 3 is unknown to this module (it reads 0 to 1); \
+            "lock encoding version 3 is unknown to this module (it reads 0 to 2); \
              the data was written by a newer module"
         );
         assert!(Refusal::ImplausibleToken { token: 9, limit: 8 }
@@ -230,7 +274,7 @@ mod tests {
         /// bytes; and a refusal names the first rule broken.
         #[test]
         fn accepts_exactly_what_a_grant_could_store(
-            encver in prop_oneof![Just(0), Just(1), any::<i32>()],
+            encver in prop_oneof![Just(0), Just(1), Just(2), any::<i32>()],
             token in prop_oneof![any::<i64>(), -2i64..3, Just(i64::MAX), Just(i64::MIN)],
             id in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
@@ -317,5 +361,36 @@ mod limit_tests {
         // The clock floor itself is always plausible, and negative clocks saturate sanely.
         assert!(now * TOKENS_PER_MS < plausible_limit(now));
         assert!(plausible_limit(-5) > 0);
+    }
+}
+
+#[cfg(test)]
+mod version_2_tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_counts() {
+        assert_eq!(check_limit(1, 0), Ok(1));
+        assert_eq!(check_limit(3, 2), Ok(3));
+        assert_eq!(check_limit(100_000, 99_999), Ok(100_000));
+        assert_eq!(check_limit(0, 0), Err(Refusal::BadLimit(0)));
+        assert_eq!(check_limit(-1, 0), Err(Refusal::BadLimit(-1)));
+        assert_eq!(check_limit(100_001, 0), Err(Refusal::BadLimit(100_001)));
+        assert_eq!(
+            check_limit(1, 1),
+            Err(Refusal::BadLeaseCount { limit: 1, more: 1 })
+        );
+        assert_eq!(
+            check_limit(3, 3),
+            Err(Refusal::BadLeaseCount { limit: 3, more: 3 })
+        );
+        assert_eq!(
+            check_limit(3, -1),
+            Err(Refusal::BadLeaseCount { limit: 3, more: -1 })
+        );
+        assert_eq!(
+            Refusal::BadLeaseCount { limit: 3, more: 3 }.to_string(),
+            "4 leases stored for a key that admits 3"
+        );
     }
 }

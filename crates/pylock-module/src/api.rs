@@ -315,15 +315,17 @@ impl Ctx {
     pub(crate) fn scan_values(
         self,
         ty: *mut raw::RedisModuleType,
-        mut f: impl FnMut(*mut c_void, Option<i64>),
+        mut f: impl FnMut(&[u8], *mut c_void, Option<i64>),
     ) {
+        /// Told each key's name, value and absolute expiry.
+        type Each<'f> = &'f mut dyn FnMut(&[u8], *mut c_void, Option<i64>);
         struct Scan<'f> {
             ty: *mut raw::RedisModuleType,
-            f: &'f mut dyn FnMut(*mut c_void, Option<i64>),
+            f: Each<'f>,
         }
         unsafe extern "C" fn each(
             _ctx: *mut raw::RedisModuleCtx,
-            _name: *mut raw::RedisModuleString,
+            name: *mut raw::RedisModuleString,
             key: *mut raw::RedisModuleKey,
             data: *mut c_void,
         ) {
@@ -342,7 +344,14 @@ impl Ctx {
                 }
                 let value = rm!(RedisModule_ModuleTypeGetValue)(key);
                 let at = rm!(RedisModule_GetAbsExpire)(key);
-                (scan.f)(value, (at >= 0).then_some(at));
+                let name: &[u8] = if name.is_null() {
+                    &[]
+                } else {
+                    let mut len = 0;
+                    let ptr = rm!(RedisModule_StringPtrLen)(name, &mut len);
+                    std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+                };
+                (scan.f)(name, value, (at >= 0).then_some(at));
             }
         }
         let mut scan = Scan { ty, f: &mut f };
@@ -529,6 +538,83 @@ impl Ctx {
                 ),
             };
         }
+    }
+
+    /// Propagates `PYLOCK.RESTORE key id token PXAT deadline [FROM claimed-from] LIMIT n`: one
+    /// lease of a semaphore, granted, renewed or claimed.
+    pub(crate) fn replicate_sem_lease(
+        self,
+        key: &Arg,
+        id: &[u8],
+        token: i64,
+        deadline_ms: i64,
+        claimed_from: Option<&[u8]>,
+        limit: u32,
+    ) {
+        if self.skip_effect() {
+            return;
+        }
+        let (cmd, buf, len) = (
+            c"PYLOCK.RESTORE".as_ptr(),
+            id.as_ptr().cast::<c_char>(),
+            id.len(),
+        );
+        let (token, at, n) = (
+            token as c_longlong,
+            deadline_ms as c_longlong,
+            c_longlong::from(limit),
+        );
+        unsafe {
+            match claimed_from {
+                None => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblclcl".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+                Some(from) => rm!(RedisModule_Replicate)(
+                    self.0,
+                    cmd,
+                    c"sblclcbcl".as_ptr(),
+                    key.0,
+                    buf,
+                    len,
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"FROM".as_ptr(),
+                    from.as_ptr().cast::<c_char>(),
+                    from.len(),
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+            };
+        }
+    }
+
+    /// Propagates `PYLOCK.DROP key id`: one lease of a semaphore ended (released, expired,
+    /// claimed away, taken back).
+    pub(crate) fn replicate_drop(self, key: &Arg, id: &[u8]) {
+        if self.skip_effect() {
+            return;
+        }
+        unsafe {
+            rm!(RedisModule_Replicate)(
+                self.0,
+                c"PYLOCK.DROP".as_ptr(),
+                c"sb".as_ptr(),
+                key.0,
+                id.as_ptr().cast::<c_char>(),
+                id.len(),
+            )
+        };
     }
 
     /// Propagates `PEXPIREAT key deadline`.
@@ -1527,9 +1613,46 @@ impl Io {
         token: i64,
         deadline_ms: Option<i64>,
         claimed_from: Option<&[u8]>,
+        limit: Option<u32>,
     ) {
         let cmd = c"PYLOCK.RESTORE".as_ptr();
         let token = token as c_longlong;
+        // A semaphore's lease always has a deadline.
+        if let (Some(n), Some(at)) = (limit, deadline_ms) {
+            let (at, n) = (at as c_longlong, c_longlong::from(n));
+            match claimed_from {
+                None => rm!(RedisModule_EmitAOF)(
+                    self.0,
+                    cmd,
+                    c"sblclcl".as_ptr(),
+                    key,
+                    id.as_ptr(),
+                    id.len(),
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+                Some(from) => rm!(RedisModule_EmitAOF)(
+                    self.0,
+                    cmd,
+                    c"sblclcbcl".as_ptr(),
+                    key,
+                    id.as_ptr(),
+                    id.len(),
+                    token,
+                    c"PXAT".as_ptr(),
+                    at,
+                    c"FROM".as_ptr(),
+                    from.as_ptr(),
+                    from.len(),
+                    c"LIMIT".as_ptr(),
+                    n,
+                ),
+            }
+            return;
+        }
         match (deadline_ms, claimed_from) {
             (None, None) => rm!(RedisModule_EmitAOF)(
                 self.0,

@@ -14,6 +14,17 @@
 //! | [`revoke`] (a hand-off whose client never got it) | key deleted | `DEL` | `pylock.revoke` | — |
 //! | [`restore`] (replication stream, AOF loading) | the given lock | `PYLOCK.RESTORE` (a replica's own AOF) | `pylock.restore` | — |
 //!
+//! A semaphore (n > 1) changes one lease at a time, and replicates that lease alone, never the
+//! whole set:
+//!
+//! | effect | stored | replicated | event | counted |
+//! | --- | --- | --- | --- | --- |
+//! | [`sem_grant`] (a new lease, to a caller or a waiter) | the lease; key expiry = latest deadline | `PYLOCK.RESTORE … PXAT … LIMIT n` | `pylock.acquire` / `pylock.handoff` | `acquired` (a caller's) |
+//! | [`sem_renew`] | its deadline | `PYLOCK.RESTORE … PXAT [FROM] LIMIT n` | `pylock.extend` | the caller's counter |
+//! | [`sem_claim`] | the old id's place goes to the new id, new token | `PYLOCK.DROP key old`, `PYLOCK.RESTORE … FROM old LIMIT n` | `pylock.claim` | `claimed` |
+//! | [`sem_end`] (release, expiry, revocation) | the lease removed; the key with its last | `PYLOCK.DROP key id` | `pylock.release` / `pylock.expire` / `pylock.revoke` | `released` (a release) |
+//! | [`sem_restore`], [`drop_lease`] (replication stream, AOF loading) | as given | the same (a replica's own AOF) | `pylock.restore` | — |
+//!
 //! Events are keyspace notifications of the module class (`d` in `notify-keyspace-events`),
 //! published after the change (`__keyspace@<db>__:<key>` carries the event name,
 //! `__keyevent@<db>__:<event>` the key). A release that passes the lock on publishes
@@ -30,6 +41,7 @@ use std::ffi::CStr;
 use pylock_core::UUID_LEN;
 
 use crate::api::{Arg, Ctx, Write};
+use crate::sem::{Sem, Slot};
 use crate::stats::{self, Counter};
 use crate::storage::{observe_token, LockKey};
 
@@ -78,6 +90,8 @@ pub(crate) mod event {
     pub(crate) const REVOKE: &CStr = c"pylock.revoke";
     /// A lease stored from the primary's replication stream or from AOF loading.
     pub(crate) const RESTORE: &CStr = c"pylock.restore";
+    /// A semaphore's lease reached its deadline and was removed.
+    pub(crate) const EXPIRE: &CStr = c"pylock.expire";
 }
 
 /// Who a new lease goes to, which is all that tells the two grants apart.
@@ -212,4 +226,244 @@ pub(crate) fn restore(
     ctx.replicate_grant(key, id, token, deadline_ms, claimed_from);
     ctx.signal_modified(key);
     ctx.notify(event::RESTORE, key);
+}
+
+// ---- semaphores (n > 1) --------------------------------------------------------------------
+
+/// Grants a new lease on the semaphore at `key` (created with `limit` if the key holds none):
+/// stores it beside the live ones, keeps the key's expiry at the latest deadline, replicates
+/// that one lease, signals WATCH, publishes the grant's event and, for a caller, counts
+/// `acquired`. Returns the id.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sem_grant<'a>(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    limit: u32,
+    lease: Option<&'a [u8]>,
+    token: i64,
+    deadline_ms: i64,
+    to: GrantTo,
+) -> LeaseId<'a> {
+    let id = LeaseId::new(lease);
+    let slot = Slot {
+        token,
+        deadline_ms,
+        id: id.as_bytes().into(),
+        from: None,
+    };
+    match lock.sem_mut().filter(|s| s.limit() == limit) {
+        Some(sem) => {
+            sem.insert(slot);
+            lock.sem_changed();
+        }
+        None => {
+            let mut sem = Box::new(Sem::new(limit));
+            sem.insert(slot);
+            lock.store_sem(sem);
+        }
+    }
+    ctx.replicate_sem_lease(key, id.as_bytes(), token, deadline_ms, None, limit);
+    ctx.signal_modified(key);
+    ctx.notify(
+        match to {
+            GrantTo::Caller => event::ACQUIRE,
+            GrantTo::Waiter => event::HANDOFF,
+        },
+        key,
+    );
+    if let GrantTo::Caller = to {
+        stats::ACQUIRED.incr();
+    }
+    id
+}
+
+/// Moves the deadline of lease `id` of the semaphore at `key`, replicates that lease, signals
+/// WATCH, publishes `pylock.extend` and counts the call in `counter`.
+pub(crate) fn sem_renew(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    id: &[u8],
+    deadline_ms: i64,
+    counter: Option<&Counter>,
+) {
+    let Some(sem) = lock.sem_mut() else {
+        return;
+    };
+    let Some(at) = sem.find(id) else {
+        return;
+    };
+    sem.set_deadline(at, deadline_ms);
+    let limit = sem.limit();
+    if let Some(l) = sem.get(at) {
+        ctx.replicate_sem_lease(key, &l.id, l.token, deadline_ms, l.from.as_deref(), limit);
+    }
+    lock.sem_changed();
+    ctx.signal_modified(key);
+    ctx.notify(event::EXTEND, key);
+    if let Some(c) = counter {
+        c.incr();
+    }
+}
+
+/// Passes lease `from` of the semaphore at `key` to the id `to` with the new `token` and
+/// `deadline_ms`: the place is never free in between. Replicates the old id's removal and the
+/// new lease, signals WATCH, publishes `pylock.claim` and counts `claimed`.
+pub(crate) fn sem_claim(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    from: &[u8],
+    to: &[u8],
+    token: i64,
+    deadline_ms: i64,
+) {
+    let Some(sem) = lock.sem_mut() else {
+        return;
+    };
+    if let Some(at) = sem.find(from) {
+        sem.remove(at);
+    }
+    sem.insert(Slot {
+        token,
+        deadline_ms,
+        id: to.into(),
+        from: Some(from.into()),
+    });
+    let limit = sem.limit();
+    lock.sem_changed();
+    ctx.replicate_drop(key, from);
+    ctx.replicate_sem_lease(key, to, token, deadline_ms, Some(from), limit);
+    ctx.signal_modified(key);
+    ctx.notify(event::CLAIM, key);
+    stats::CLAIMED.incr();
+}
+
+/// How a semaphore's lease ended, for [`sem_end`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// RELEASE: published `pylock.release`, counted `released`.
+    Released,
+    /// Its deadline passed: `pylock.expire`.
+    Expired,
+    /// A hand-off whose client never got it: `pylock.revoke`.
+    Revoked,
+}
+
+/// Removes lease `id` from the semaphore at `key` (the key with its last lease), replicates
+/// `PYLOCK.DROP key id`, signals WATCH and publishes the event of `how`. Returns whether the
+/// lease was there.
+pub(crate) fn sem_end(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    id: &[u8],
+    how: Ended,
+) -> bool {
+    let Some(sem) = lock.sem_mut() else {
+        return false;
+    };
+    let Some(at) = sem.find(id) else {
+        return false;
+    };
+    sem.remove(at);
+    lock.sem_changed();
+    ctx.replicate_drop(key, id);
+    ctx.signal_modified(key);
+    ctx.notify(
+        match how {
+            Ended::Released => event::RELEASE,
+            Ended::Expired => event::EXPIRE,
+            Ended::Revoked => event::REVOKE,
+        },
+        key,
+    );
+    if how == Ended::Released {
+        stats::RELEASED.incr();
+    }
+    true
+}
+
+/// Removes every lease of the semaphore at `key` whose deadline has come by `now_ms`, each as
+/// its own replicated expiry. Returns how many.
+pub(crate) fn sem_expire_due(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now_ms: i64) -> usize {
+    let mut n = 0;
+    loop {
+        let Some(id) = lock.sem().and_then(|s| {
+            let at = s.first_dead(now_ms)?;
+            s.get(at).map(|l| Box::<[u8]>::from(&*l.id))
+        }) else {
+            return n;
+        };
+        if !sem_end(ctx, key, lock, &id, Ended::Expired) {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+/// Stores exactly the given lease of a semaphore of `limit` (from the primary's stream or AOF
+/// loading): beside the others when the key holds a semaphore of that n, else in a new one
+/// that replaces whatever the key held. Raises the token high-water mark, propagates it on,
+/// publishes `pylock.restore`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sem_restore(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    limit: u32,
+    id: &[u8],
+    token: i64,
+    deadline_ms: i64,
+    claimed_from: Option<&[u8]>,
+) {
+    let slot = Slot {
+        token,
+        deadline_ms,
+        id: id.into(),
+        from: claimed_from.map(Into::into),
+    };
+    match lock.sem_mut().filter(|s| s.limit() == limit) {
+        Some(sem) => {
+            if let Some(at) = sem.find(id) {
+                sem.remove(at);
+            }
+            sem.insert(slot);
+            lock.sem_changed();
+        }
+        None => {
+            let mut sem = Box::new(Sem::new(limit));
+            sem.insert(slot);
+            lock.store_sem(sem);
+        }
+    }
+    observe_token(token);
+    ctx.replicate_sem_lease(key, id, token, deadline_ms, claimed_from, limit);
+    ctx.signal_modified(key);
+    ctx.notify(event::RESTORE, key);
+}
+
+/// Removes lease `id` at `key` as the primary's stream or an AOF says (`PYLOCK.DROP`): from a
+/// semaphore (the key with its last lease), or the lock if `id` holds it. Propagates it on.
+pub(crate) fn drop_lease(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, id: &[u8]) {
+    let removed = if let Some(sem) = lock.sem_mut() {
+        match sem.find(id) {
+            Some(at) => {
+                sem.remove(at);
+                lock.sem_changed();
+                true
+            }
+            None => false,
+        }
+    } else if matches!(lock.lock(), Ok(Some(l)) if l.id() == id) {
+        lock.delete();
+        true
+    } else {
+        false
+    };
+    if removed {
+        ctx.replicate_drop(key, id);
+        ctx.signal_modified(key);
+    }
 }

@@ -40,6 +40,7 @@ mod blocking;
 mod commands;
 mod effects;
 mod propagation;
+mod sem;
 mod stats;
 mod storage;
 
@@ -89,6 +90,10 @@ impl api::ServerEventHandler for ServerEvents {
         propagation::event(ctx, event);
         if event == (api::ServerEvent::Loading { ended: true }) {
             storage::adopt_legacy_deadlines(ctx);
+            blocking::arm_all_expiries(ctx);
+        }
+        if event == api::ServerEvent::RoleChanged {
+            blocking::arm_all_expiries(ctx);
         }
         blocking::server_event(ctx, event);
     }

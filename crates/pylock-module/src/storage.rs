@@ -3,8 +3,10 @@
 //! A lock is one key of our own type holding the lease id, fencing token, the lease's own
 //! deadline and the id it was claimed from; the key's (absolute) expiry is set to the deadline,
 //! so Redis expires locks, evicts them per `maxmemory-policy` and sends replicas a DEL exactly
-//! as for any other key, while a generic command that moves the expiry cannot extend a lease. See `docs/DESIGN.md` for why a module
-//! type rather than a string or hash.
+//! as for any other key, while a generic command that moves the expiry cannot extend a lease.
+//! A semaphore (n > 1) is a key of the same type holding a [`Sem`] (every lease), the key's
+//! expiry its latest lease's deadline; the value pointer's low bit tells the two apart. See
+//! `docs/DESIGN.md` for why a module type rather than a string or hash.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ffi::{c_int, c_void};
@@ -18,6 +20,147 @@ use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use crate::api::{guard, now_ms, Arg, Content, Ctx, Digest, Io, Key, KeyOpt, Mode, Read, Write};
+use crate::sem::{Sem, SemView, Slot};
+
+/// The low bit of a stored value's pointer: set for a semaphore ([`Sem`], boxed), clear for a
+/// lock ([`Lock`]). Both are 8-aligned, and Redis never looks inside a module value.
+const SEM_TAG: usize = 1;
+
+/// A stored value, borrowed: a lock (one lease, n = 1) or a semaphore (n > 1).
+#[derive(Clone, Copy)]
+pub(crate) enum Stored<'a> {
+    Lock(LockRef<'a>),
+    Sem(&'a Sem),
+}
+
+/// Reads a value Redis holds for our type.
+///
+/// # Safety
+///
+/// `value` must be null or a value made by [`Lock::into_raw`] or [`sem_into_raw`] that
+/// outlives `'a`.
+unsafe fn decode<'a>(value: *const c_void) -> Option<Stored<'a>> {
+    let bits = value as usize;
+    if bits & SEM_TAG != 0 {
+        let ptr = (bits & !SEM_TAG) as *const Sem;
+        ptr.as_ref().map(Stored::Sem)
+    } else {
+        LockRef::from_raw(value).map(Stored::Lock)
+    }
+}
+
+/// Semaphore values in existence: while there are none, no walk looks for them.
+static SEM_VALUES: AtomicI64 = AtomicI64::new(0);
+
+/// Calls `f` with the database, key and earliest lease deadline of every semaphore in every
+/// database: after loading, or on a promoted replica, their expiry timers are armed from here.
+/// Walks the keyspace only while semaphores exist.
+pub(crate) fn for_each_sem(ctx: Ctx, mut f: impl FnMut(c_int, &[u8], i64)) {
+    if SEM_VALUES.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut found = Vec::new();
+    let mut db = 0;
+    while ctx.try_select_db(db) {
+        ctx.scan_values(lock_type(), |name, value, _| {
+            // SAFETY: a value of our type, alive while the scan callback runs.
+            if let Some(Stored::Sem(sem)) = unsafe { decode(value) } {
+                if let Some(at) = sem.earliest() {
+                    found.push((db, Box::<[u8]>::from(name), at));
+                }
+            }
+        });
+        db += 1;
+    }
+    ctx.select_db(0);
+    for (db, key, at) in found {
+        f(db, &key, at);
+    }
+}
+
+/// Hands a semaphore to Redis.
+fn sem_into_raw(sem: Box<Sem>) -> *mut c_void {
+    LOCK_VALUES.fetch_add(1, Ordering::Relaxed);
+    SEM_VALUES.fetch_add(1, Ordering::Relaxed);
+    (Box::into_raw(sem) as usize | SEM_TAG) as *mut c_void
+}
+
+/// Frees any value of our type.
+///
+/// # Safety
+///
+/// `value` must come from [`Lock::into_raw`] or [`sem_into_raw`] and not be used again.
+unsafe fn free_value(value: *mut c_void) {
+    let bits = value as usize;
+    if bits & SEM_TAG != 0 {
+        let ptr = (bits & !SEM_TAG) as *mut Sem;
+        if !ptr.is_null() {
+            LOCK_VALUES.fetch_sub(1, Ordering::Relaxed);
+            SEM_VALUES.fetch_sub(1, Ordering::Relaxed);
+            drop(Box::from_raw(ptr));
+        }
+    } else {
+        drop(Lock::from_raw(value));
+    }
+}
+
+/// A key's leases as the lease rules see them: a lock or a semaphore, one code path in the
+/// rules (`pylock_core::Leases`).
+#[derive(Clone, Copy)]
+pub(crate) enum Held<'a> {
+    Lock(Option<LeaseState<'a>>),
+    Sem(SemView<'a>),
+}
+
+impl<'a> pylock_core::Leases<'a> for Held<'a> {
+    fn limit(&self) -> u32 {
+        match self {
+            Held::Lock(l) => l.limit(),
+            Held::Sem(s) => s.limit(),
+        }
+    }
+    fn live(&self, now_ms: i64) -> usize {
+        match self {
+            Held::Lock(l) => l.live(now_ms),
+            Held::Sem(s) => s.live(now_ms),
+        }
+    }
+    fn lease(&self, id: &[u8], now_ms: i64) -> Option<LeaseState<'a>> {
+        match self {
+            Held::Lock(l) => l.lease(id, now_ms),
+            Held::Sem(s) => s.lease(id, now_ms),
+        }
+    }
+    fn claimed_from(&self, id: &[u8], now_ms: i64) -> Option<LeaseState<'a>> {
+        match self {
+            Held::Lock(l) => l.claimed_from(id, now_ms),
+            Held::Sem(s) => s.claimed_from(id, now_ms),
+        }
+    }
+}
+
+impl<'a> Held<'a> {
+    /// What a watcher of lease `id` finds at the key: the lease itself (live or not), else a
+    /// live lease claimed from it; for a lock, whatever lease it holds.
+    pub(crate) fn current_for(&self, id: &[u8], now_ms: i64) -> Option<LeaseState<'a>> {
+        use pylock_core::Leases;
+        match self {
+            Held::Lock(l) => *l,
+            Held::Sem(s) => s.stored(id).or_else(|| s.claimed_from(id, now_ms)),
+        }
+    }
+
+    /// The earliest deadline of a live lease (when a place may next free up).
+    pub(crate) fn next_end(&self) -> Option<i64> {
+        match self {
+            Held::Lock(l) => l.and_then(|s| s.expires_at_ms),
+            Held::Sem(s) => {
+                let e = s.sem.earliest()?;
+                Some(s.key_expiry_ms.map_or(e, |k| k.min(e)))
+            }
+        }
+    }
+}
 
 /// The stored value of a held lock: one allocation holding the fencing token, the lease's own
 /// deadline, the lengths of the id and of the claimed-from id, and the two ids
@@ -241,9 +384,9 @@ pub(crate) fn adopt_legacy_deadlines(ctx: Ctx) {
     }
     let mut db = 0;
     while ctx.try_select_db(db) {
-        ctx.scan_values(lock_type(), |value, expires| {
+        ctx.scan_values(lock_type(), |_, value, expires| {
             // SAFETY: a value of our type, alive while the scan callback runs.
-            if let (Some(lock), Some(at)) = (unsafe { LockRef::from_raw(value) }, expires) {
+            if let (Some(Stored::Lock(lock)), Some(at)) = (unsafe { decode(value) }, expires) {
                 if lock.deadline_ms().is_none() {
                     lock.write_deadline(Some(at));
                 }
@@ -307,18 +450,50 @@ fn lock_type() -> *mut raw::RedisModuleType {
 }
 
 impl<M: Mode> LockKey<M> {
-    /// The lock stored here: `Ok(None)` if the key is empty.
+    /// The value stored here: `Ok(None)` if the key is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`WrongType`] if the key holds any other type.
+    pub(crate) fn stored(&self) -> Result<Option<Stored<'_>>, WrongType> {
+        match self.0.content(lock_type()) {
+            Content::Empty => Ok(None),
+            // SAFETY: a value of our type is always made by `Lock::into_raw` or
+            // `sem_into_raw`, and the borrow of `self` keeps the key open.
+            Content::Ours(value) => Ok(unsafe { decode(value) }),
+            Content::Other => Err(WrongType),
+        }
+    }
+
+    /// The lock stored here: `Ok(None)` if the key is empty or holds a semaphore.
     ///
     /// # Errors
     ///
     /// [`WrongType`] if the key holds any other type.
     pub(crate) fn lock(&self) -> Result<Option<LockRef<'_>>, WrongType> {
-        match self.0.content(lock_type()) {
-            Content::Empty => Ok(None),
-            // SAFETY: a value of our type is always made by `Lock::into_raw`, and the borrow
-            // of `self` keeps the key open.
-            Content::Ours(value) => Ok(unsafe { LockRef::from_raw(value) }),
-            Content::Other => Err(WrongType),
+        Ok(match self.stored()? {
+            Some(Stored::Lock(l)) => Some(l),
+            _ => None,
+        })
+    }
+
+    /// The semaphore stored here, if the key holds one.
+    pub(crate) fn sem(&self) -> Option<&Sem> {
+        match self.stored() {
+            Ok(Some(Stored::Sem(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The key's leases as the rules see them.
+    ///
+    /// # Errors
+    ///
+    /// [`WrongType`] if the key holds any other type.
+    pub(crate) fn held(&self) -> Result<Held<'_>, WrongType> {
+        match self.stored()? {
+            Some(Stored::Sem(s)) => Ok(Held::Sem(s.view(self.expires_at_ms()))),
+            _ => self.state().map(Held::Lock),
         }
     }
 
@@ -356,7 +531,10 @@ impl<M: Mode> LockKey<M> {
     /// The lease's own deadline, when the key's expiry is later or absent (a generic command
     /// moved it): the expiry to put back. `None` when they agree, or the key's is earlier.
     pub(crate) fn expiry_to_restore(&self) -> Option<i64> {
-        let own = self.lock().ok()??.deadline_ms()?;
+        let own = match self.stored().ok()?? {
+            Stored::Lock(l) => l.deadline_ms()?,
+            Stored::Sem(s) => s.latest()?,
+        };
         match self.expires_at_ms() {
             Some(key) if key <= own => None,
             _ => Some(own),
@@ -390,7 +568,7 @@ impl LockKey<Write> {
         if let Err(value) = self.0.set_value(lock_type(), lock.into_raw()) {
             // Redis did not take ownership; reclaim the value rather than leak it.
             // SAFETY: made by `into_raw` just above and not handed to Redis.
-            drop(unsafe { Lock::from_raw(value) });
+            unsafe { free_value(value) };
             return;
         }
         if let Some(at) = deadline_ms {
@@ -412,6 +590,54 @@ impl LockKey<Write> {
         self.0.set_deadline(deadline_ms);
     }
 
+    /// The semaphore stored here, to change in place.
+    pub(crate) fn sem_mut(&mut self) -> Option<&mut Sem> {
+        match self.0.content(lock_type()) {
+            Content::Ours(value) if value as usize & SEM_TAG != 0 => {
+                // SAFETY: a tagged value of our type is a `Box<Sem>` (see `sem_into_raw`);
+                // the key is open for writing and borrowed mutably.
+                unsafe { ((value as usize & !SEM_TAG) as *mut Sem).as_mut() }
+            }
+            _ => None,
+        }
+    }
+
+    /// Stores `sem` (replacing whatever the key held) and sets the key's expiry to its latest
+    /// deadline.
+    pub(crate) fn store_sem(&mut self, sem: Box<Sem>) {
+        let latest = sem.latest();
+        let _own = OwnWrite::enter();
+        let raw = sem_into_raw(sem);
+        if let Err(value) = self.0.set_value(lock_type(), raw) {
+            // SAFETY: made by `sem_into_raw` just above and not handed to Redis.
+            unsafe { free_value(value) };
+            return;
+        }
+        if let Some(at) = latest {
+            self.0.set_deadline(at);
+        }
+    }
+
+    /// After a change to the semaphore here: the key's expiry follows its latest deadline,
+    /// and a semaphore with no lease left is deleted. Returns whether the key is gone.
+    pub(crate) fn sem_changed(&mut self) -> bool {
+        let Some(latest) = self.sem().map(Sem::latest) else {
+            return false;
+        };
+        match latest {
+            None => {
+                self.delete();
+                true
+            }
+            Some(at) => {
+                if self.expires_at_ms() != Some(at) {
+                    self.0.set_deadline(at);
+                }
+                false
+            }
+        }
+    }
+
     /// Deletes the key.
     pub(crate) fn delete(&mut self) {
         let _own = OwnWrite::enter();
@@ -421,22 +647,64 @@ impl LockKey<Write> {
 
 // ---- data type callbacks -------------------------------------------------------------------
 //
-// RDB encoding (`pylock_core::stored`): version 1 writes the signed token, the signed deadline
-// (`stored::NO_DEADLINE` for none), the lease id and the claimed-from id (empty for none) as
-// string buffers; version 0 had the token and the id. Every callback body runs under `guard`;
+// RDB encoding (`pylock_core::stored`): version 2 writes, for the first lease (a semaphore's
+// earliest), the signed token, the signed deadline (`stored::NO_DEADLINE` for none), the lease
+// id and the claimed-from id (empty for none) as string buffers, then n and the number of
+// further leases, then each further lease the same way; version 1 was the first lease alone,
+// version 0 the token and the id. Every callback body runs under `guard`;
 // reads go through `Io`, which checks Redis's I/O error flag (`HANDLE_IO_ERRORS` is set in
 // `init`), so a short or corrupt payload is refused, not fatal.
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(lock) = LockRef::from_raw(value) else {
+    let Some(stored) = decode(value) else {
         return;
     };
     let mut io = Io::from_raw(io);
     guard(std::ptr::null_mut(), "rdb_save", || {
-        io.save_signed(lock.token());
-        io.save_signed(lock.deadline_ms().unwrap_or(stored::NO_DEADLINE));
-        io.save_bytes(lock.id());
-        io.save_bytes(lock.claimed_from().unwrap_or_default());
+        let save =
+            |io: &mut Io, token: i64, deadline: Option<i64>, id: &[u8], from: Option<&[u8]>| {
+                io.save_signed(token);
+                io.save_signed(deadline.unwrap_or(stored::NO_DEADLINE));
+                io.save_bytes(id);
+                io.save_bytes(from.unwrap_or_default());
+            };
+        match stored {
+            Stored::Lock(lock) => {
+                save(
+                    &mut io,
+                    lock.token(),
+                    lock.deadline_ms(),
+                    lock.id(),
+                    lock.claimed_from(),
+                );
+                io.save_signed(1);
+                io.save_signed(0);
+            }
+            Stored::Sem(sem) => {
+                let mut leases = sem.by_deadline();
+                let Some(first) = leases.next() else {
+                    return;
+                };
+                save(
+                    &mut io,
+                    first.token,
+                    Some(first.deadline_ms),
+                    &first.id,
+                    first.from.as_deref(),
+                );
+                io.save_signed(i64::from(sem.limit()));
+                io.save_signed(sem.len() as i64 - 1);
+                for l in leases {
+                    save(
+                        &mut io,
+                        l.token,
+                        Some(l.deadline_ms),
+                        &l.id,
+                        l.from.as_deref(),
+                    );
+                }
+            }
+        }
     });
 }
 
@@ -445,23 +713,87 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
     // NULL makes Redis fail the load (a file) or answer `Bad data format` (RESTORE), never
     // store a half-read lock.
     guard(std::ptr::null_mut(), "rdb_load", || {
-        load_lock(&mut io, encver)
+        load_value(&mut io, encver)
     })
     .flatten()
-    .map_or(std::ptr::null_mut(), Lock::into_raw)
+    .unwrap_or(std::ptr::null_mut())
 }
 
-/// Reads one lock of encoding `encver`. `None` for a version this module does not know (a
-/// newer module wrote it), a short or corrupt payload, or values no grant could have made
-/// (`pylock_core::stored` decides which).
-fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
-    let refuse = |io: &mut Io, why: stored::Refusal| {
-        io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
-        None
-    };
+/// One lease as read: token, deadline, id, claimed-from id.
+struct Loaded {
+    token: i64,
+    deadline: Option<i64>,
+    id: Box<[u8]>,
+    from: Option<Box<[u8]>>,
+}
+
+fn refuse<T>(io: &mut Io, why: stored::Refusal) -> Option<T> {
+    io.log_refusal(&format!("pylock: refusing a stored lock: {why}"));
+    None
+}
+
+/// Reads one value of encoding `encver`: a lock, or with version 2 a semaphore. `None` for a
+/// version this module does not know (a newer module wrote it), a short or corrupt payload, or
+/// values no grant could have made (`pylock_core::stored` decides which).
+fn load_value(io: &mut Io, encver: c_int) -> Option<*mut c_void> {
     if let Err(why) = stored::check_version(encver) {
         return refuse(io, why);
     }
+    let first = load_lease(io, encver)?;
+    if encver == stored::LEGACY_VERSION {
+        LEGACY_LOADED.fetch_add(1, Ordering::Relaxed);
+    }
+    let (limit, more) = if encver >= 2 {
+        let limit = io.load_signed()?;
+        let more = io.load_signed()?;
+        match stored::check_limit(limit, more) {
+            Ok(n) => (n, more),
+            Err(why) => return refuse(io, why),
+        }
+    } else {
+        (1, 0)
+    };
+    if limit == 1 {
+        let lock = Lock::new(
+            first.token,
+            first.deadline,
+            &first.id,
+            first.from.as_deref(),
+        )?;
+        observe_token(first.token);
+        return Some(lock.into_raw());
+    }
+    let mut sem = Box::new(Sem::new(limit));
+    let mut tokens = Vec::with_capacity(more as usize + 1);
+    let mut next = Some(first);
+    let mut left = more;
+    while let Some(l) = next.take() {
+        let Some(deadline) = l.deadline else {
+            return refuse(io, stored::Refusal::MissingDeadline);
+        };
+        if sem.find(&l.id).is_some() {
+            return refuse(io, stored::Refusal::DuplicateId);
+        }
+        tokens.push(l.token);
+        sem.insert(Slot {
+            token: l.token,
+            deadline_ms: deadline,
+            id: l.id,
+            from: l.from,
+        });
+        if left > 0 {
+            left -= 1;
+            next = Some(load_lease(io, encver)?);
+        }
+    }
+    for t in tokens {
+        observe_token(t);
+    }
+    Some(sem_into_raw(sem))
+}
+
+/// Reads one lease of encoding `encver`, checked.
+fn load_lease(io: &mut Io, encver: c_int) -> Option<Loaded> {
     let token = io.load_signed()?;
     let deadline = if encver >= 1 {
         match stored::check_deadline(io.load_signed()?) {
@@ -478,22 +810,23 @@ fn load_lock(io: &mut Io, encver: c_int) -> Option<Lock> {
         Ok(id) => id,
         Err(why) => return refuse(io, why),
     };
-    if encver == stored::LEGACY_VERSION {
-        LEGACY_LOADED.fetch_add(1, Ordering::Relaxed);
-    }
-    let lock = if encver >= 1 {
-        let made = io.load_bytes(|from| {
-            stored::check_claimed_from(from, &id).map(|from| Lock::new(token, deadline, &id, from))
+    let from = if encver >= 1 {
+        let from = io.load_bytes(|from| {
+            stored::check_claimed_from(from, &id).map(|from| from.map(Box::<[u8]>::from))
         })?;
-        match made {
-            Ok(lock) => lock?,
+        match from {
+            Ok(from) => from,
             Err(why) => return refuse(io, why),
         }
     } else {
-        Lock::new(token, None, &id, None)?
+        None
     };
-    observe_token(token);
-    Some(lock)
+    Some(Loaded {
+        token,
+        deadline,
+        id,
+        from,
+    })
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -501,36 +834,71 @@ unsafe extern "C" fn aof_rewrite(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let Some(lock) = LockRef::from_raw(value) else {
+    let Some(stored) = decode(value) else {
         return;
     };
     let mut io = Io::from_raw(aof);
     // SAFETY: `key` is the key of this callback.
     guard(std::ptr::null_mut(), "aof_rewrite", || unsafe {
-        io.emit_restore(
-            key,
-            lock.id(),
-            lock.token(),
-            lock.deadline_ms(),
-            lock.claimed_from(),
-        )
+        match stored {
+            Stored::Lock(lock) => io.emit_restore(
+                key,
+                lock.id(),
+                lock.token(),
+                lock.deadline_ms(),
+                lock.claimed_from(),
+                None,
+            ),
+            Stored::Sem(sem) => {
+                for l in sem.by_deadline() {
+                    io.emit_restore(
+                        key,
+                        &l.id,
+                        l.token,
+                        Some(l.deadline_ms),
+                        l.from.as_deref(),
+                        Some(sem.limit()),
+                    );
+                }
+            }
+        }
     });
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    LockRef::from_raw(value).map_or(0, |lock| ID_AT + lock.ids_len())
+    match decode(value) {
+        Some(Stored::Lock(lock)) => ID_AT + lock.ids_len(),
+        Some(Stored::Sem(sem)) => sem.mem_usage(),
+        None => 0,
+    }
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let Some(lock) = LockRef::from_raw(value) else {
+    let Some(stored) = decode(value) else {
         return;
     };
     let mut md = Digest::from_raw(md);
     guard(std::ptr::null_mut(), "digest", || {
-        md.add_bytes(lock.id());
-        md.add_int(lock.token());
-        md.add_int(lock.deadline_ms().unwrap_or(stored::NO_DEADLINE));
-        md.add_bytes(lock.claimed_from().unwrap_or_default());
+        let mut add = |token: i64, deadline: Option<i64>, id: &[u8], from: Option<&[u8]>| {
+            md.add_bytes(id);
+            md.add_int(token);
+            md.add_int(deadline.unwrap_or(stored::NO_DEADLINE));
+            md.add_bytes(from.unwrap_or_default());
+        };
+        match stored {
+            Stored::Lock(lock) => add(
+                lock.token(),
+                lock.deadline_ms(),
+                lock.id(),
+                lock.claimed_from(),
+            ),
+            Stored::Sem(sem) => {
+                for l in sem.by_deadline() {
+                    add(l.token, Some(l.deadline_ms), &l.id, l.from.as_deref());
+                }
+                md.add_int(i64::from(sem.limit()));
+            }
+        }
         md.end_sequence();
     });
 }
@@ -585,7 +953,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
-    drop(Lock::from_raw(value));
+    free_value(value);
 }
 
 /// The token high-water mark travels in every RDB (and AOF preamble), so a restart never

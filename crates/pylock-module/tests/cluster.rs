@@ -68,6 +68,42 @@ server_tests! {
         assert!(Lease::from_value(&v).token > lease.token);
     }
 
+    /// A semaphore moves with its slot (MIGRATE): every lease with its id and token, and n;
+    /// its leases still expire one by one on the new node.
+    fn a_semaphore_survives_the_migration_of_its_slot(kind: Kind) {
+        let cluster = Cluster::start(kind);
+        let key = "sem:migrating";
+        let from = cluster.node_for(key);
+        let to = cluster.nodes().iter().find(|n| n.port() != from.port()).unwrap();
+        let mut on_from = from.conn();
+        let mut leases = Vec::new();
+        for (id, ttl) in [("a", "60000"), ("b", "1500"), ("c", "60000")] {
+            let v = query(&mut on_from, &[b"PYLOCK.ACQUIRE", key.as_bytes(), ttl.as_bytes(), b"LEASE", id.as_bytes(), b"LIMIT", b"4"]);
+            leases.push(Lease::from_value(&v));
+        }
+        cluster.migrate_slot(cluster.slot(key), from, to);
+        assert_eq!(cluster.node_for(key).port(), to.port());
+        let mut on_to = to.conn();
+        for l in &leases {
+            let v = query(&mut on_to, &[b"PYLOCK.CONFIRM", key.as_bytes(), &l.id]);
+            assert_eq!(Lease::from_value(&v).token, l.token, "{}", l.id_str());
+        }
+        let e = query_err(&mut on_to, &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"1000", b"LIMIT", b"2"]);
+        assert!(e.starts_with("LIMITMISMATCH the key admits 4"), "{e}");
+        // The short lease ends at its deadline on the new node: a place for two newcomers.
+        testkit::wait_until(std::time::Duration::from_secs(5), || {
+            let r = redis::cmd("PYLOCK.CONFIRM").arg(key).arg("b").query::<Value>(&mut on_to);
+            r.is_err_and(|e| e.code() == Some("NOTOWNED"))
+        })
+        .expect("b expired");
+        for id in ["d", "e"] {
+            let v = query(&mut on_to, &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"60000", b"LEASE", id.as_bytes(), b"LIMIT", b"4"]);
+            assert!(Lease::from_value(&v).token > leases[2].token);
+        }
+        let v = query(&mut on_to, &[b"PYLOCK.ACQUIRE", key.as_bytes(), b"60000", b"LIMIT", b"4"]);
+        assert_eq!(v, Value::Nil, "full again");
+    }
+
     fn waiters_on_a_migrated_lock_are_told_to_retry_not_granted(kind: Kind) {
         let cluster = Cluster::start(kind);
         let key = "lock:waited-on";

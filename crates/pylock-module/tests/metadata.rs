@@ -1,7 +1,7 @@
 //! What the commands declare to the server (`RM_SetCommandInfo`): exact arities that the server
 //! checks before the module runs, flags, key specs that ACL applies (read-only for PYLOCK.INFO
 //! and PYLOCK.WATCH, read-write for the others), and `COMMAND DOCS` with summary, since,
-//! complexity and arguments (what `redis-cli` shows as hints), for all six commands.
+//! complexity and arguments (what `redis-cli` shows as hints), for all seven commands.
 //!
 //! PYLOCK.WATCH changes nothing, yet is flagged `write`: so that a read-only replica refuses it
 //! with `READONLY` as it does the other lease commands (a replica learns that a lease ended
@@ -155,9 +155,9 @@ server_tests! {
         }
     }
 
-    /// The flags each command registers, exactly, and that the module has these six commands
+    /// The flags each command registers, exactly, and that the module has these seven commands
     /// and no others. WATCH blocks, so it is not `fast`; it is `write` (see the file's docs).
-    fn flags_are_exact_and_the_module_has_six_commands(kind: Kind) {
+    fn flags_are_exact_and_the_module_has_seven_commands(kind: Kind) {
         let s = Server::start(kind);
         let mut con = s.conn();
         for (name, flags) in [
@@ -167,6 +167,7 @@ server_tests! {
             ("pylock.info", vec!["readonly", "module", "fast"]),
             ("pylock.watch", vec!["write", "module"]),
             ("pylock.restore", vec!["write", "module", "fast"]),
+            ("pylock.drop", vec!["write", "module", "fast"]),
         ] {
             let info = command_info(&mut con, name);
             let got: Vec<String> = items(&info[2]).iter().map(text).collect();
@@ -177,7 +178,7 @@ server_tests! {
         names.sort();
         assert_eq!(
             names,
-            ["pylock.acquire", "pylock.confirm", "pylock.info", "pylock.release", "pylock.restore", "pylock.watch"]
+            ["pylock.acquire", "pylock.confirm", "pylock.drop", "pylock.info", "pylock.release", "pylock.restore", "pylock.watch"]
         );
     }
 
@@ -268,12 +269,13 @@ server_tests! {
         // (name, summary, since, complexity, [(argument, type, token, optional, summary)])
         type Arg = (&'static str, &'static str, Option<&'static str>, bool, &'static str);
         let hand_off = "O(1); a hand-off to waiters is O(N) in the lock's waiters";
-        let commands: [(&str, &str, &str, &str, Vec<Arg>); 6] = [
+        let commands: [(&str, &str, &str, &str, Vec<Arg>); 7] = [
             ("pylock.acquire", "Takes the lock at key for ttl-ms, or waits for it in FIFO order with BLOCK", "0.1.0", hand_off, vec![
                 ("key", "key", None, false, ""),
                 ("ttl-ms", "integer", None, false, "lease time in milliseconds"),
                 ("lease-id", "string", Some("LEASE"), true, "the lease's id (1 to 128 bytes) instead of a server-made UUID"),
                 ("timeout-ms", "integer", Some("BLOCK"), true, "wait up to this long for a held lock (0: forever)"),
+                ("n", "integer", Some("LIMIT"), true, "admit up to n leases at once (a semaphore; 1 to 100000, default 1)"),
             ]),
             ("pylock.confirm", "Checks that lease-id holds the lock at key; EXTEND resets its TTL, CLAIM passes it to a new id", "0.1.0", "O(1)", vec![
                 ("key", "key", None, false, ""),
@@ -299,6 +301,11 @@ server_tests! {
                 ("token", "integer", None, false, "the lease's fencing token"),
                 ("unix-time-milliseconds", "unix-time", Some("PXAT"), true, "the lease's absolute deadline"),
                 ("claimed-from", "string", Some("FROM"), true, "the lease id this lease was claimed from"),
+                ("n", "integer", Some("LIMIT"), true, "the semaphore's n: store this lease beside the key's others"),
+            ]),
+            ("pylock.drop", "Internal: removes one lease of a semaphore (replication and AOF loading only)", "0.3.0", "O(log N) in the key's leases", vec![
+                ("key", "key", None, false, ""),
+                ("lease-id", "string", None, false, ""),
             ]),
         ];
         for resp3 in [false, true] {

@@ -56,7 +56,7 @@ fn v0_dump(s: &Server, key: &str, id: Option<&[u8]>) -> (Dump, Layout) {
 /// A version 1 dump and its version 0 twin, for tests that hold for both.
 fn both_versions(s: &Server, key: &str) -> Vec<(Dump, Layout)> {
     let (_, dump, l) = real_dump(s, &format!("{key}:v1"), None);
-    assert_eq!(l.encver, 1, "the module writes encoding version 1");
+    assert_eq!(l.encver, 2, "the module writes encoding version 2");
     vec![(dump, l), v0_dump(s, &format!("{key}:v0"), None)]
 }
 
@@ -419,7 +419,7 @@ server_tests! {
             }, "pylock"),
             ("unknown encoding version", {
                 let mut r = rdb.clone();
-                r[base + l.module_id.end - 1] ^= 2;
+                r[base + l.module_id.end - 1] ^= 1;
                 r
             }, "pylock: refusing a stored lock: lock encoding version 3 is unknown to this module"),
             ("empty id", {

@@ -191,6 +191,7 @@ impl Acquire {
             ttl_ms: wire::ttl_ms(self.ttl)?,
             lease: Some(self.lease_id.as_bytes()),
             block_ms: self.block_ms,
+            limit: None,
         }
         .to_args();
         Ok(command(pylock_core::Acquire::NAME, &self.key, args))

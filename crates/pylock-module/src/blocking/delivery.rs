@@ -54,6 +54,8 @@ pub(super) enum Answer {
     Nil,
     /// Another command put a value of another type at the key: `WRONGTYPE`.
     WrongType,
+    /// The key was created anew with another n than this waiter asked for: `LIMITMISMATCH`.
+    LimitMismatch(u32),
 }
 
 /// A lease handed to a waiter.
@@ -220,6 +222,10 @@ impl BlockedKind for AcquireWaiter {
             }
             Some(Answer::WrongType) => {
                 let _ = ctx.reply_error(CommandError::WrongType, pylock_core::Acquire::NAME);
+            }
+            Some(Answer::LimitMismatch(n)) => {
+                let _ =
+                    ctx.reply_error(CommandError::LimitMismatch(*n), pylock_core::Acquire::NAME);
             }
             Some(Answer::Grant(g)) => {
                 g.delivery.borrow_mut().received();

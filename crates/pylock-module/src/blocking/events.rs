@@ -36,6 +36,8 @@ impl KeyspaceHandler for KeyspaceWatch {
                 return;
             }
             b"restore" => expiry_moved(ctx, key, true),
+            // A semaphore brought by RENAME or MOVE keeps expiring lease by lease here.
+            b"rename_to" | b"move_to" => arm_moved(ctx, key),
             _ => {}
         }
         // The common case costs two loads: nobody waits or watches anywhere.
@@ -84,6 +86,8 @@ fn expiry_moved(ctx: Ctx, key: &Arg, restored: bool) {
     if flags.is_replica() || flags.loading() {
         return;
     }
+    // A semaphore restored here (RESTORE, MIGRATE) expires lease by lease from the timer.
+    super::arm_expiry(ctx, key, &lock);
     if lock.expiry_to_restore().is_some() {
         timers::restore_expiry_soon(
             ctx,
@@ -93,6 +97,15 @@ fn expiry_moved(ctx: Ctx, key: &Arg, restored: bool) {
             },
         );
     }
+}
+
+/// A key that RENAME or MOVE brought here: a semaphore's earliest deadline is armed.
+fn arm_moved(ctx: Ctx, key: &Arg) {
+    if !crate::storage::may_be_a_lock() || ctx.flags().is_replica() {
+        return;
+    }
+    let lock = LockKey::write(ctx, key);
+    super::arm_expiry(ctx, key, &lock);
 }
 
 /// The flush, swap and role-change events, for the clients blocked on locks. Every queue of a

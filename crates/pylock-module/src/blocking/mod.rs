@@ -57,12 +57,12 @@ use std::ffi::c_int;
 use pylock_core::lease::{self, Outcome};
 use pylock_core::queue::{DeadlineId, Deadlines, WaitQueue, Waiter};
 use pylock_core::watch::{self, Reason, Watched};
-use pylock_core::{Acquire, LeaseState};
+use pylock_core::{Acquire, CommandError, LeaseState, Leases};
 
 use crate::api::{Arg, Blocked, Ctx, Mode, Replied, Timer, Write};
 use crate::effects;
 use crate::stats;
-use crate::storage::{LockKey, TokenSource};
+use crate::storage::{Held, LockKey, Stored, TokenSource};
 
 use delivery::{Answer, Grant};
 use timers::Job;
@@ -137,6 +137,8 @@ enum Wake {
     Timeout(Blocked),
     /// A lock with waiters may be free: its holder's deadline, or an event.
     Serve(LockId),
+    /// A semaphore's earliest lease deadline: its leases that are due end (`timers`).
+    Expire(LockId),
 }
 
 /// A blocked client: the lock it waits for or watches, and its place among the timeouts.
@@ -145,6 +147,9 @@ struct Client {
     timeout: Option<DeadlineId>,
     watching: bool,
 }
+
+/// A wake-up's place among the wake-ups, and its time.
+type Armed = (DeadlineId, i64);
 
 #[derive(Default)]
 struct Registry {
@@ -156,6 +161,9 @@ struct Registry {
     /// timer, and a hand-off with a queue left creates none while later deadlines wait.
     wakes: Deadlines<Wake>,
     wake_timer: Option<(Timer<Job>, i64)>,
+    /// Semaphores whose earliest lease deadline is armed among the wake-ups, by database and
+    /// key: the place among the wake-ups, and its time.
+    expiries: HashMap<c_int, HashMap<Box<[u8]>, Armed>>,
 }
 
 impl Registry {
@@ -282,6 +290,7 @@ pub(crate) fn block(
                 client,
                 ttl_ms: req.ttl_ms,
                 lease: req.lease.map(Into::into),
+                limit: req.limit(),
             });
         }
     });
@@ -333,13 +342,15 @@ pub(crate) fn watch(
     Replied::later(&client)
 }
 
-/// A command ended the lease of the lock at `key` (`reason`: released, claimed, expired):
-/// answers the watchers whose lease no longer holds it.
+/// A command ended a lease of the key at `key` (`reason`: released, claimed, expired):
+/// answers the watchers whose lease no longer holds it. `ended_token` names the grant that
+/// ended, whose watchers get `reason`; `None` when every lease that ended did so for `reason`
+/// (a semaphore's leases past their deadline).
 pub(crate) fn lease_ended<M: Mode>(
     ctx: Ctx,
     key: &Arg,
     lock: &LockKey<M>,
-    ended_token: i64,
+    ended_token: Option<i64>,
     reason: Reason,
 ) {
     if stats::WATCHING.get() == 0 {
@@ -349,21 +360,21 @@ pub(crate) fn lease_ended<M: Mode>(
         db: ctx.db(),
         key: key.as_ref().into(),
     };
-    settle(
-        ctx,
-        &id,
-        lock.state().ok().flatten(),
-        Some(Given::Lease(ended_token, reason)),
-    );
+    let held = lock.held().unwrap_or(Held::Lock(None));
+    let given = match ended_token {
+        Some(token) => Given::Lease(token, reason),
+        None => Given::All(reason),
+    };
+    settle(ctx, &id, held, Some(given));
 }
 
-/// The holder of the lock at `key` renewed its lease to `deadline_ms`: its watchers learn the
-/// deadline, which tells Redis's expiry of the key at the lease's end from an earlier TTL.
-/// A renewal can also bring the deadline forward (`EXTEND` to less than was left), so the
-/// lock's wake-up is set for it: otherwise its watchers and waiters would be looked after only
-/// at the old deadline, or when Redis's own expiry cycle found the key (the contention
-/// checker's watchers saw that up to 130 ms late).
-pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
+/// Lease `lease` of the key renewed to `deadline_ms`: its watchers learn the deadline, which
+/// tells Redis's expiry of the key at the lease's end from an earlier TTL. A renewal can also
+/// bring the deadline forward (`EXTEND` to less than was left), so the key's wake-up is set
+/// for it: otherwise its watchers and waiters would be looked after only at the old deadline,
+/// or when Redis's own expiry cycle found the key (the contention checker's watchers saw that
+/// up to 130 ms late).
+pub(crate) fn renewed(ctx: Ctx, key: &Arg, lease: &[u8], deadline_ms: i64) {
     if stats::WATCHING.get() == 0 && stats::WAITING.get() == 0 {
         return;
     }
@@ -378,7 +389,7 @@ pub(crate) fn renewed(ctx: Ctx, key: &Arg, deadline_ms: i64) {
             .get_mut(&id.db)
             .and_then(|b| b.get_mut(&id.key))
         {
-            for w in &mut q.watchers {
+            for w in q.watchers.iter_mut().filter(|w| &*w.lease == lease) {
                 w.deadline_ms = Some(deadline_ms);
             }
         }
@@ -398,9 +409,9 @@ enum Given {
 }
 
 /// Answers every watcher of `id` whose lease does not hold the lock, now that the key holds
-/// `current`: with the reason `given` for it if any, else with what an event hinted, else
-/// with what the state tells (`pylock_core::watch::ended`). The hint is spent either way.
-fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, given: Option<Given>) {
+/// `held`: with the reason `given` for it if any, else with what an event hinted, else with
+/// what the state tells (`pylock_core::watch::ended`). The hint is spent either way.
+fn settle(ctx: Ctx, id: &LockId, held: Held<'_>, given: Option<Given>) {
     // Hints are left only on locks with watchers, so there is nothing to spend either.
     if stats::WATCHING.get() == 0 {
         return;
@@ -424,6 +435,7 @@ fn settle(ctx: Ctx, id: &LockId, current: Option<LeaseState<'_>>, given: Option<
                 _ => None,
             }
             .or_else(|| hint.map(|h| h.reason(&watched)));
+            let current = held.current_for(&w.lease, now);
             match watch::ended(&watched, current, now, given) {
                 Some(why) => {
                     ended.push((w.client, why));
@@ -491,68 +503,253 @@ fn end_all_watches(ctx: Ctx, hit: impl Fn(c_int) -> bool, reason: Reason) {
     }
 }
 
-/// Grants the lock at `key` (open for writing in `lock`, and free) to the longest waiter, and
-/// answers every later waiter that asked with the same LEASE with that grant. Does nothing if
-/// nobody waits. While waiters remain, they are looked after again at the new deadline.
+/// Serves the key before anything else is judged: on a semaphore, its leases past their
+/// deadline end (each replicated as its own expiry, watchers answered `expired`); then, while
+/// anyone waits, free places go to the longest waiters. A lock past its deadline with waiters
+/// passes to the longest waiter likewise.
+/// Whether [`serve_now`] has anything to do for a key whose leases are `held`: a semaphore
+/// with a lease past its deadline, or waiters and a free place.
+pub(crate) fn needs_serving(ctx: Ctx, key: &Arg, held: &Held<'_>, now: i64) -> bool {
+    let dead = match held {
+        Held::Sem(s) => s.sem.first_dead(now).is_some(),
+        Held::Lock(_) => false,
+    };
+    dead || (held.live(now) < held.limit() as usize && has_clients(ctx, key.as_ref()))
+}
+
+pub(crate) fn serve_now(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64) {
+    match lock.stored() {
+        Ok(Some(Stored::Sem(_))) => {
+            let ended = effects::sem_expire_due(ctx, key, lock, now);
+            if has_clients(ctx, key.as_ref()) {
+                if ended > 0 {
+                    lease_ended(ctx, key, lock, None, Reason::Expired);
+                }
+                hand_off(ctx, key, lock, now);
+            }
+        }
+        Ok(_) => {
+            let dead = lock.state().ok().flatten().map(|s| !s.is_live(now));
+            if dead != Some(false) && has_clients(ctx, key.as_ref()) {
+                if dead == Some(true) && stats::WATCHING.get() > 0 {
+                    // Judged by the state: `expired` if the lease's own deadline came, else
+                    // `deleted` (a TTL set earlier than it ended the key).
+                    let id = LockId {
+                        db: ctx.db(),
+                        key: key.as_ref().into(),
+                    };
+                    settle(ctx, &id, lock.held().unwrap_or(Held::Lock(None)), None);
+                }
+                hand_off(ctx, key, lock, now);
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Makes sure the semaphore at `key` (if the key holds one) is looked after at its earliest
+/// lease deadline, when that lease ends (`timers`). A wake-up already set no later stays; one
+/// that comes early finds nothing due and is set again.
+pub(crate) fn arm_expiry<M: Mode>(ctx: Ctx, key: &Arg, lock: &LockKey<M>) {
+    let Some(at) = lock.sem().and_then(|s| s.earliest()) else {
+        return;
+    };
+    arm_expiry_at(ctx, ctx.db(), key.as_ref(), at);
+}
+
+/// After loading, or on a replica just promoted: every semaphore's leases expire from the
+/// timer again (a replica leaves expiry to its primary and arms none).
+pub(crate) fn arm_all_expiries(ctx: Ctx) {
+    if ctx.flags().is_replica() {
+        return;
+    }
+    crate::storage::for_each_sem(ctx, |db, key, at| arm_expiry_at(ctx, db, key, at));
+}
+
+fn arm_expiry_at(ctx: Ctx, db: c_int, key: &[u8], at: i64) {
+    let placed = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let r = &mut *r;
+        if let Some((place, armed)) = r.expiries.get(&db).and_then(|m| m.get(key)) {
+            if *armed <= at {
+                return false;
+            }
+            r.wakes.remove(*place);
+        }
+        let id = LockId {
+            db,
+            key: key.into(),
+        };
+        let place = r.wakes.insert(at, Wake::Expire(id.clone()));
+        r.expiries
+            .entry(db)
+            .or_default()
+            .insert(id.key, (place, at));
+        true
+    });
+    if placed {
+        timers::wake_by(ctx, at);
+    }
+}
+
+/// Forgets the expiry wake-up of `id` (it fired).
+fn expiry_fired(id: &LockId) {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(m) = r.expiries.get_mut(&id.db) {
+            m.remove(&id.key);
+            if m.is_empty() {
+                r.expiries.remove(&id.db);
+            }
+        }
+    });
+}
+
+/// Gives the free places of the key at `key` (open for writing in `lock`) to the longest
+/// waiters, in order: each is granted as its ACQUIRE would be, and every later waiter that
+/// asked with the same LEASE is answered with that grant. A lock has one place; a semaphore
+/// n. Stops at the first waiter that cannot have a place. While waiters remain, they are
+/// looked after again at the next deadline.
 pub(crate) fn hand_off(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, now: i64) {
     let id = LockId {
         db: ctx.db(),
         key: key.as_ref().into(),
     };
-    let taken = REGISTRY.with(|r| {
-        let mut r = r.borrow_mut();
-        let handoff = r.queue_mut(&id)?.queue.hand_off(now)?;
-        r.unregister(handoff.head.client);
-        for (w, _) in &handoff.same_lease {
-            r.unregister(w.client);
+    let mut settled = false;
+    loop {
+        let Ok(held) = lock.held() else {
+            return;
+        };
+        // The longest waiter's request is judged by the same rule as ACQUIRE, and taken off
+        // the queue (with its same-LEASE retries) only if it gets a place or an answer.
+        let taken = REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            let q = r.queue_mut(&id)?;
+            let head = q.queue.iter().next()?;
+            let limit = head.limit;
+            let req = Acquire {
+                ttl_ms: head.ttl_ms,
+                lease: head.lease.as_deref(),
+                block_ms: None,
+                limit: Some(limit),
+            };
+            let outcome = lease::acquire(&held, &req, now, &mut TokenSource);
+            let renewed = req.lease.and_then(|l| held.lease(l, now)).map(|l| l.token);
+            if matches!(outcome, Ok(Outcome::Contended)) {
+                return None;
+            }
+            let handoff = q.queue.hand_off(now)?;
+            let more = !q.queue.is_empty();
+            r.unregister(handoff.head.client);
+            for (w, _) in &handoff.same_lease {
+                r.unregister(w.client);
+            }
+            r.drop_if_empty(&id);
+            Some((handoff, outcome, renewed, limit, more))
+        });
+        let Some((handoff, outcome, renewed, limit, more)) = taken else {
+            break;
+        };
+        // Watchers of the lease that ended are answered before a place has a new one: with
+        // the hint an event left, else by the state (past its deadline: expired).
+        if !settled {
+            settled = true;
+            settle(ctx, &id, lock.held().unwrap_or(Held::Lock(None)), None);
         }
-        r.drop_if_empty(&id);
-        Some(handoff)
-    });
-    let Some(handoff) = taken else {
-        return;
-    };
-    // Watchers of the lease that ended are answered before the lock has a new one: with the
-    // hint an event left, else by the state (past its deadline: expired).
-    settle(ctx, &id, lock.state().ok().flatten(), None);
-    let head = &handoff.head;
-    let req = Acquire {
-        ttl_ms: head.ttl_ms,
-        lease: head.lease.as_deref(),
-        block_ms: None,
-    };
-    let Ok(Outcome::Granted { token, deadline_ms }) =
-        lease::acquire(None, &req, now, &mut TokenSource)
-    else {
-        // Token space exhausted: answer nil rather than leave the clients hanging.
-        delivery::answer_later(ctx, head.client, Answer::Nil);
-        for (w, _) in &handoff.same_lease {
-            delivery::answer_later(ctx, w.client, Answer::Nil);
+        let head = &handoff.head;
+        let lease = head.lease.as_deref();
+        let everyone =
+            || std::iter::once(head.client).chain(handoff.same_lease.iter().map(|(w, _)| w.client));
+        let (grant, deadline_ms) = match outcome {
+            Ok(Outcome::Granted { token, deadline_ms }) => {
+                let lease_id = if limit == 1 {
+                    effects::grant(
+                        ctx,
+                        key,
+                        lock,
+                        lease,
+                        token,
+                        deadline_ms,
+                        effects::GrantTo::Waiter,
+                    )
+                } else {
+                    effects::sem_grant(
+                        ctx,
+                        key,
+                        lock,
+                        limit,
+                        lease,
+                        token,
+                        deadline_ms,
+                        effects::GrantTo::Waiter,
+                    )
+                };
+                (
+                    Grant::new(id.clone(), lease_id.as_bytes(), token),
+                    deadline_ms,
+                )
+            }
+            Ok(Outcome::Renewed { deadline_ms }) => {
+                // The head's LEASE holds a place already: a retry of a granted request.
+                let (Some(l), Some(token)) = (lease, renewed) else {
+                    return;
+                };
+                renew(ctx, key, lock, l, deadline_ms, limit);
+                (Grant::new(id.clone(), l, token), deadline_ms)
+            }
+            Err(CommandError::LimitMismatch(n)) => {
+                for c in everyone() {
+                    delivery::answer_later(ctx, c, Answer::LimitMismatch(n));
+                }
+                if more {
+                    continue;
+                }
+                break;
+            }
+            // Token space exhausted: answer nil rather than leave the clients hanging.
+            _ => {
+                for c in everyone() {
+                    delivery::answer_later(ctx, c, Answer::Nil);
+                }
+                if more {
+                    continue;
+                }
+                break;
+            }
+        };
+        delivery::answer_later(
+            ctx,
+            head.client,
+            Answer::Grant(grant.with_deadline(deadline_ms)),
+        );
+        // A waiter that sent the same LEASE is a retry of the same request: it holds the lease.
+        for (w, at) in &handoff.same_lease {
+            renew(ctx, key, lock, &grant.id, *at, limit);
+            delivery::answer_later(ctx, w.client, Answer::Grant(grant.with_deadline(*at)));
         }
-        return;
-    };
-    let lease_id = effects::grant(
-        ctx,
-        key,
-        lock,
-        req.lease,
-        token,
-        deadline_ms,
-        effects::GrantTo::Waiter,
-    );
-    let grant = Grant::new(id.clone(), lease_id.as_bytes(), token);
-    delivery::answer_later(
-        ctx,
-        head.client,
-        Answer::Grant(grant.with_deadline(deadline_ms)),
-    );
-    // A waiter that sent the same LEASE is a retry of the same request: it holds the lock now.
-    for (w, at) in &handoff.same_lease {
-        effects::renew(ctx, key, lock, *at, None);
-        delivery::answer_later(ctx, w.client, Answer::Grant(grant.with_deadline(*at)));
+        if !more {
+            break;
+        }
     }
-    if let Some(at) = lock.expires_at_ms() {
+    if let Some(at) = lock.held().ok().and_then(|h| h.next_end()) {
         timers::arm(ctx, &id, at);
+    }
+    arm_expiry(ctx, key, lock);
+}
+
+/// Renews lease `lease` of the key to `deadline_ms` for a waiter (counted at its reply).
+fn renew(
+    ctx: Ctx,
+    key: &Arg,
+    lock: &mut LockKey<Write>,
+    lease: &[u8],
+    deadline_ms: i64,
+    limit: u32,
+) {
+    if limit == 1 {
+        effects::renew(ctx, key, lock, deadline_ms, None);
+    } else {
+        effects::sem_renew(ctx, key, lock, lease, deadline_ms, None);
     }
 }
 

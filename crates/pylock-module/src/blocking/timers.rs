@@ -12,7 +12,8 @@ use pylock_core::queue::Delivery;
 
 use crate::api::{self, Ctx, TimerJob, Write};
 use crate::effects;
-use crate::storage::LockKey;
+use crate::storage::{Held, LockKey, Stored};
+use pylock_core::Leases;
 
 use pylock_core::watch::Reason;
 
@@ -40,6 +41,8 @@ pub(crate) enum Job {
     /// A generic command moved the key's expiry past the lease's own deadline, or removed it:
     /// put it back (see `events`).
     RestoreExpiry(LockId),
+    /// A semaphore's lease expiry, retried while writes are paused.
+    Expire(LockId),
 }
 
 impl TimerJob for Job {
@@ -60,6 +63,8 @@ impl TimerJob for Job {
             // The primary puts the expiry back, and its stream brings the fix here.
             Job::RestoreExpiry(_) if ctx.flags().is_replica() => {}
             Job::RestoreExpiry(id) => restore_expiry(ctx, id),
+            Job::Expire(_) if ctx.flags().is_replica() => {}
+            Job::Expire(id) => expire(ctx, &id),
         }
     }
 }
@@ -125,6 +130,13 @@ fn wake(ctx: Ctx) {
                     None => {}
                 }
             }
+            Wake::Expire(id) => {
+                super::expiry_fired(&id);
+                // A replica's leases end by its primary's effects.
+                if !ctx.flags().is_replica() {
+                    expire(ctx, &id);
+                }
+            }
             Wake::Serve(id) => {
                 REGISTRY.with(|r| {
                     if let Some(q) = r.borrow_mut().queue_mut(&id) {
@@ -155,28 +167,48 @@ fn serve(ctx: Ctx, id: &LockId) {
     }
     with_key(ctx, id, |ctx, key, lock| {
         let now = ctx.now_ms();
-        match lock.state() {
-            Ok(Some(held)) if held.is_live(now) => {
-                super::settle(ctx, id, Some(held), None);
-                if let Some(at) = held.expires_at_ms {
-                    arm(ctx, id, at);
-                }
-            }
-            Ok(state) if ctx.serves_key(key) => {
-                super::settle(ctx, id, state, None);
-                super::hand_off(ctx, key, lock, now);
-            }
-            Ok(state) => {
-                super::settle(ctx, id, state, Some(super::Given::All(Reason::Moved)));
-                delivery::redirect_all(ctx, id);
-            }
+        let Ok(held) = lock.held() else {
             // Another command put a value of another type at the key: the lease is gone, and
             // nobody can get this lock.
-            Err(_) => {
-                super::settle(ctx, id, None, Some(super::Given::All(Reason::Deleted)));
-                delivery::wrong_type_all(ctx, id);
-            }
+            super::settle(ctx, id, Held::Lock(None), Some(super::Given::All(Reason::Deleted)));
+            delivery::wrong_type_all(ctx, id);
+            return;
+        };
+        if held.live(now) == 0 && !ctx.serves_key(key) {
+            super::settle(ctx, id, held, Some(super::Given::All(Reason::Moved)));
+            delivery::redirect_all(ctx, id);
+            return;
         }
+        super::serve_now(ctx, key, lock, now);
+        let held = lock.held().unwrap_or(Held::Lock(None));
+        super::settle(ctx, id, held, None);
+        if let Some(at) = held.next_end() {
+            arm(ctx, id, at);
+        }
+    });
+}
+
+/// A semaphore's earliest lease deadline came: its leases that are due end, each replicated
+/// as its own expiry, their watchers are answered `expired`, the freed places go to the
+/// longest waiters, and the next deadline is armed.
+fn expire(ctx: Ctx, id: &LockId) {
+    if ctx.writes_paused() {
+        ctx.start_timer(PAUSE_POLL_MS, Job::Expire(id.clone()));
+        return;
+    }
+    with_key(ctx, id, |ctx, key, lock| {
+        let now = ctx.now_ms();
+        if lock.sem().is_none() {
+            return;
+        }
+        let ended = effects::sem_expire_due(ctx, key, lock, now);
+        if ended > 0 {
+            super::lease_ended(ctx, key, lock, None, Reason::Expired);
+        }
+        if super::has_clients(ctx, key.as_ref()) {
+            super::hand_off(ctx, key, lock, now);
+        }
+        super::arm_expiry(ctx, key, lock);
     });
 }
 
@@ -216,19 +248,28 @@ fn revoke(
         return;
     }
     with_key(ctx, &id, |ctx, key, lock| {
-        let ours = matches!(lock.lock(), Ok(Some(l)) if l.token() == token && l.id() == &*lease);
         // A renewal since the grant means a client holds the lease after all.
-        if !ours || lock.expires_at_ms() != Some(deadline_ms) {
+        let unchanged = match lock.stored() {
+            Ok(Some(Stored::Lock(l))) => {
+                l.token() == token && l.id() == &*lease && lock.expires_at_ms() == Some(deadline_ms)
+            }
+            Ok(Some(Stored::Sem(s))) => s
+                .find(&lease)
+                .and_then(|at| s.get(at))
+                .is_some_and(|l| l.token == token && l.deadline_ms == deadline_ms),
+            _ => false,
+        };
+        if !unchanged {
             return;
         }
-        effects::revoke(ctx, key, lock);
+        if lock.sem().is_some() {
+            effects::sem_end(ctx, key, lock, &lease, effects::Ended::Revoked);
+        } else {
+            effects::revoke(ctx, key, lock);
+        }
         // Someone watching a lease id given in LEASE: the module took the lease back.
-        super::settle(
-            ctx,
-            &id,
-            None,
-            Some(super::Given::Lease(token, Reason::Released)),
-        );
+        let held = lock.held().unwrap_or(Held::Lock(None));
+        super::settle(ctx, &id, held, Some(super::Given::Lease(token, Reason::Released)));
         if ctx.serves_key(key) {
             super::hand_off(ctx, key, lock, ctx.now_ms());
         } else {

@@ -1,4 +1,4 @@
-//! `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms]`
+//! `PYLOCK.ACQUIRE key ttl-ms [LEASE lease-id] [BLOCK timeout-ms] [LIMIT n]`
 //!
 //! Free lock: grant a new lease (server-made UUID v4 unless LEASE is given) with a fresh
 //! fencing token; answer the lease reply. Held by the same LEASE: reset its TTL, keep its
@@ -9,11 +9,14 @@
 //! deadline`, a renewal the same with the new deadline, so replicas and AOF replay hold exactly the
 //! primary's lease id, token and absolute deadline. Contention propagates nothing.
 //!
+//! With `LIMIT n` (n > 1) the key is a semaphore: up to n live leases, each with its own id,
+//! token and deadline; a grant or renewal replicates that one lease (`… LIMIT n`). Another n
+//! than the key's, while a lease lives: `LIMITMISMATCH`, nothing changes.
+//!
 //! Counted: `acquired` for a grant or renewal (a waiter's grant too, when it is handed over);
 //! `contended` for nil, now or when a BLOCK wait ends without the lock.
 
 use pylock_core::lease::{self, Outcome};
-use pylock_core::watch::Reason;
 use pylock_core::{CommandError, LeaseReply, ReplySink};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
@@ -50,6 +53,12 @@ impl Command for Acquire {
                 ArgType::Integer,
                 c"wait up to this long for a held lock (0: forever)",
             ),
+            ArgDoc::option(
+                c"LIMIT",
+                c"n",
+                ArgType::Integer,
+                c"admit up to n leases at once (a semaphore; 1 to 100000, default 1)",
+            ),
         ],
     };
 
@@ -64,34 +73,55 @@ impl Command for Acquire {
         };
 
         let mut lock = LockKey::write(ctx, key);
-        let Ok(mut state) = lock.state() else {
+        let Ok(held) = lock.held() else {
             return ctx.reply_error(CommandError::WrongType, Self::NAME);
         };
-        // Waiters come first: a free lock with a queue goes to the queue's head before this
-        // call is judged (the queue is normally served the moment the lock frees; this covers
-        // a lock that vanished in a way no event reported). Only then is the key read again.
-        // Watchers of a lease past its deadline are answered `expired` first.
-        if state.is_none_or(|s| !s.is_live(now)) && blocking::has_clients(ctx, key.as_ref()) {
-            if let Some(dead) = state {
-                blocking::lease_ended(ctx, key, &lock, dead.token, Reason::Expired);
-            }
-            blocking::hand_off(ctx, key, &mut lock, now);
-            let Ok(after) = lock.state() else {
+        // Leases past their deadline end first (each as its own expiry, on a semaphore), and
+        // free places go to the waiters, before this call is judged (the queue is normally
+        // served the moment a place frees; this covers a key that vanished in a way no event
+        // reported, and a deadline whose timer has not fired yet).
+        let held = if blocking::needs_serving(ctx, key, &held, now) {
+            blocking::serve_now(ctx, key, &mut lock, now);
+            let Ok(held) = lock.held() else {
                 return ctx.reply_error(CommandError::WrongType, Self::NAME);
             };
-            state = after;
-        }
-        match lease::acquire(state, &req, now, &mut TokenSource) {
+            held
+        } else {
+            held
+        };
+        let outcome = lease::acquire(&held, &req, now, &mut TokenSource);
+        let next_end = held.next_end();
+        let renewed_token = req
+            .lease
+            .and_then(|id| pylock_core::Leases::lease(&held, id, now))
+            .map(|l| l.token);
+        let limit = req.limit();
+        match outcome {
             Ok(Outcome::Granted { token, deadline_ms }) => {
-                let id = effects::grant(
-                    ctx,
-                    key,
-                    &mut lock,
-                    req.lease,
-                    token,
-                    deadline_ms,
-                    effects::GrantTo::Caller,
-                );
+                let id = if limit == 1 {
+                    effects::grant(
+                        ctx,
+                        key,
+                        &mut lock,
+                        req.lease,
+                        token,
+                        deadline_ms,
+                        effects::GrantTo::Caller,
+                    )
+                } else {
+                    let id = effects::sem_grant(
+                        ctx,
+                        key,
+                        &mut lock,
+                        limit,
+                        req.lease,
+                        token,
+                        deadline_ms,
+                        effects::GrantTo::Caller,
+                    );
+                    blocking::arm_expiry(ctx, key, &lock);
+                    id
+                };
                 ctx.reply_with(|out| {
                     LeaseReply {
                         id: id.as_bytes(),
@@ -102,32 +132,41 @@ impl Command for Acquire {
                 })
             }
             Ok(Outcome::Renewed { deadline_ms }) => {
-                // A renewal needs a live holder; the rules return it for no other state.
-                let Some(held) = state else {
+                // A renewal needs a live lease of that id; the rules return it for no other.
+                let (Some(id), Some(token)) = (req.lease, renewed_token) else {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
-                effects::renew(ctx, key, &lock, deadline_ms, Some(&stats::ACQUIRED));
-                blocking::renewed(ctx, key, deadline_ms);
+                if limit == 1 {
+                    effects::renew(ctx, key, &lock, deadline_ms, Some(&stats::ACQUIRED));
+                } else {
+                    effects::sem_renew(
+                        ctx,
+                        key,
+                        &mut lock,
+                        id,
+                        deadline_ms,
+                        Some(&stats::ACQUIRED),
+                    );
+                    blocking::arm_expiry(ctx, key, &lock);
+                }
+                blocking::renewed(ctx, key, id, deadline_ms);
                 ctx.reply_with(|out| {
                     LeaseReply {
-                        id: held.id,
-                        token: held.token,
+                        id,
+                        token,
                         ttl_ms: deadline_ms - now,
                     }
                     .write(out)
                 })
             }
             Ok(_) if req.block_ms.is_some() && ctx.flags().may_block() => {
-                let holder_deadline = state.and_then(|s| s.expires_at_ms);
-                blocking::block(ctx, key, &req, holder_deadline)
+                blocking::block(ctx, key, &req, next_end)
             }
             Ok(_) => {
                 stats::CONTENDED.incr();
                 ctx.reply_with(|out| out.nil())
             }
-            Err(lease::TokensExhausted) => {
-                ctx.reply_error(CommandError::TokensExhausted, Self::NAME)
-            }
+            Err(e) => ctx.reply_error(e, Self::NAME),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::effects;
 use crate::stats;
-use crate::storage::{LockKey, TokenSource};
+use crate::storage::{Held, LockKey, TokenSource};
 
 pub(super) struct Confirm;
 
@@ -67,15 +67,22 @@ impl Command for Confirm {
         // Opened for writing even without EXTEND: a write command must not make the read-path
         // lookup (which would count keyspace hits and, on a replica, hide expired keys).
         let mut lock = LockKey::write(ctx, key);
-        let state = match lock.state() {
-            Ok(state) => state,
+        let held = match lock.held() {
+            Ok(held) => held,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        let (outcome, held) = match (lease::confirm(state, &req, now, &mut TokenSource), state) {
-            (Ok(outcome), Some(held)) => (outcome, held),
-            (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
-            (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
+        let is_sem = matches!(held, Held::Sem(_));
+        let (outcome, lease) = match lease::confirm(&held, &req, now, &mut TokenSource) {
+            Ok(decided) => decided,
+            Err(e) => return super::refuse(ctx, e, Self::NAME),
         };
+        // The lease acted on: this id, or the claim's new id for a retry of that claim.
+        let id = match req.claim {
+            Some(to) if lease.id == to => to,
+            _ => req.lease,
+        };
+        let (token, ttl_now) = (lease.token, lease.ttl_ms(now));
+        let acted_on = lease.token;
         let counter = if req.claim.is_some() {
             &stats::CLAIMED
         } else if req.extend_ms.is_some() {
@@ -89,13 +96,20 @@ impl Command for Confirm {
                 let Some(to) = req.claim else {
                     return ctx.reply_error(CommandError::Internal, Self::NAME);
                 };
-                let claimed_token = held.token;
-                effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms);
-                blocking::lease_ended(ctx, key, &lock, claimed_token, Reason::Claimed);
+                match (is_sem, deadline_ms) {
+                    (true, Some(at)) => {
+                        effects::sem_claim(ctx, key, &mut lock, req.lease, to, token, at);
+                        blocking::arm_expiry(ctx, key, &lock);
+                    }
+                    _ => effects::claim(ctx, key, &mut lock, req.lease, to, token, deadline_ms),
+                }
+                // The grant acted on ended (on a retry of the claim, the new lease, which
+                // holds on, so nobody is answered).
+                blocking::lease_ended(ctx, key, &lock, Some(acted_on), Reason::Claimed);
                 // The claimed lease keeps the deadline, or EXTEND moves it (on a retry, too):
-                // the new lease's watchers and the lock's waiters are looked after then.
+                // the new lease's watchers and the key's waiters are looked after then.
                 if let Some(at) = deadline_ms {
-                    blocking::renewed(ctx, key, at);
+                    blocking::renewed(ctx, key, to, at);
                 }
                 LeaseReply {
                     id: to,
@@ -104,20 +118,25 @@ impl Command for Confirm {
                 }
             }
             Outcome::Renewed { deadline_ms } => {
-                effects::renew(ctx, key, &lock, deadline_ms, Some(counter));
-                blocking::renewed(ctx, key, deadline_ms);
+                if is_sem {
+                    effects::sem_renew(ctx, key, &mut lock, id, deadline_ms, Some(counter));
+                    blocking::arm_expiry(ctx, key, &lock);
+                } else {
+                    effects::renew(ctx, key, &lock, deadline_ms, Some(counter));
+                }
+                blocking::renewed(ctx, key, id, deadline_ms);
                 LeaseReply {
-                    id: held.id,
-                    token: held.token,
+                    id,
+                    token,
                     ttl_ms: deadline_ms - now,
                 }
             }
             _ => {
                 counter.incr();
                 LeaseReply {
-                    id: held.id,
-                    token: held.token,
-                    ttl_ms: held.ttl_ms(now),
+                    id,
+                    token,
+                    ttl_ms: ttl_now,
                 }
             }
         };

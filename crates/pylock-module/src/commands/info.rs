@@ -1,6 +1,8 @@
 //! `PYLOCK.INFO key`
 //!
-//! Not held: nil. Held: `lease <id> token <int> ttl <ms> waiters <int>`. A read: it answers on
+//! Not held: nil. Held: `lease <id> token <int> ttl <ms> waiters <int>`; on a semaphore
+//! (n > 1), `limit <n> holders <count> waiters <int> leases <[id, token, ttl-ms]...>`, the
+//! live leases earliest deadline first. A read: it answers on
 //! read-only replicas too, where a lease past its deadline reads as free.
 
 use pylock_core::reply::InfoReply;
@@ -8,7 +10,8 @@ use pylock_core::{CommandError, LeaseReply};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
-use crate::storage::LockKey;
+use crate::storage::{Held, LockKey};
+use pylock_core::Leases;
 
 pub(super) struct Info;
 
@@ -35,9 +38,35 @@ impl Command for Info {
         }
         let now = ctx.now_ms();
         let lock = LockKey::read(ctx, key);
-        match lock.state() {
+        match lock.held() {
             Err(_) => ctx.reply_error(CommandError::WrongType, Self::NAME),
-            Ok(Some(held)) if held.is_live(now) => {
+            Ok(Held::Sem(view)) => {
+                let holders = view.live(now);
+                if holders == 0 {
+                    return ctx.reply_nil();
+                }
+                let waiters = blocking::count(ctx, key.as_ref());
+                let leases = view
+                    .sem
+                    .by_deadline()
+                    .map(|slot| view.state(slot))
+                    .filter(|l| l.is_live(now))
+                    .map(|l| LeaseReply {
+                        id: l.id,
+                        token: l.token,
+                        ttl_ms: l.ttl_ms(now),
+                    });
+                ctx.reply_with(|out| {
+                    pylock_core::reply::write_sem_info(
+                        out,
+                        view.sem.limit(),
+                        waiters,
+                        holders,
+                        leases,
+                    )
+                })
+            }
+            Ok(Held::Lock(Some(held))) if held.is_live(now) => {
                 let lease = LeaseReply {
                     id: held.id,
                     token: held.token,

@@ -11,6 +11,7 @@ use crate::stats;
 
 mod acquire;
 mod confirm;
+mod drop;
 mod info;
 mod release;
 mod restore;
@@ -23,7 +24,8 @@ pub(crate) fn register(ctx: Ctx) -> Result<(), String> {
     api::register_command::<release::Release>(ctx)?;
     api::register_command::<info::Info>(ctx)?;
     api::register_command::<watch::Watch>(ctx)?;
-    api::register_command::<restore::Restore>(ctx)
+    api::register_command::<restore::Restore>(ctx)?;
+    api::register_command::<drop::Drop>(ctx)
 }
 
 /// Answers a refused CONFIRM or RELEASE (`NOTHELD`, `NOTOWNED` or `CLAIMED`), counting the

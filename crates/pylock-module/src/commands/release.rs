@@ -15,7 +15,7 @@ use pylock_core::{CommandError, ReplySink};
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
 use crate::effects;
-use crate::storage::LockKey;
+use crate::storage::{Held, LockKey};
 
 pub(super) struct Release;
 
@@ -46,19 +46,23 @@ impl Command for Release {
         };
         let now = ctx.now_ms();
         let mut lock = LockKey::write(ctx, key);
-        let (outcome, token) = match lock.state() {
-            Ok(state) => (lease::release(state, &req, now), state.map(|s| s.token)),
+        let held = match lock.held() {
+            Ok(held) => held,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        // A release is allowed only for a live lease, so there is a token when it is.
-        let token = match (outcome, token) {
-            (Ok(_), Some(token)) => token,
-            (Err(e), _) => return super::refuse(ctx, e, Self::NAME),
-            (Ok(_), None) => return super::refuse(ctx, CommandError::NotHeld, Self::NAME),
-        };
-        effects::release(ctx, key, &mut lock);
-        // Its watchers learn of it, and the longest waiter gets the lock, before any other
-        // command can run.
+        let is_sem = matches!(held, Held::Sem(_));
+        if let Err(e) = lease::release(&held, &req, now) {
+            return super::refuse(ctx, e, Self::NAME);
+        }
+        // The grant released: a release is allowed only for a live lease of this id.
+        let token = pylock_core::Leases::lease(&held, req.lease, now).map(|l| l.token);
+        if is_sem {
+            effects::sem_end(ctx, key, &mut lock, req.lease, effects::Ended::Released);
+        } else {
+            effects::release(ctx, key, &mut lock);
+        }
+        // Its watchers learn of it, and the longest waiter gets the freed place, before any
+        // other command can run.
         if blocking::has_clients(ctx, key.as_ref()) {
             blocking::lease_ended(ctx, key, &lock, token, Reason::Released);
             blocking::hand_off(ctx, key, &mut lock, now);

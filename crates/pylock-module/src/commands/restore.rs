@@ -1,4 +1,5 @@
-//! `PYLOCK.RESTORE key lease-id token [PXAT unix-time-ms] [FROM claimed-from]` (internal)
+//! `PYLOCK.RESTORE key lease-id token [PXAT unix-time-ms] [FROM claimed-from] [LIMIT n]`
+//! (internal)
 //!
 //! The effect a grant or a claim replicates, and the command an AOF rewrite emits for each
 //! lock: it stores exactly the given lease id, token, absolute deadline and the id the lease
@@ -6,9 +7,12 @@
 //! and AOF loading may run it; a client gets an error, so no one can forge a lease or a token.
 //! Every token it stores raises the token high-water mark, which is what keeps tokens
 //! increasing on a promoted replica and after an AOF restart.
+//!
+//! With `LIMIT n` (n > 1, and `PXAT` required) it stores one lease of a semaphore: beside the
+//! others when the key holds a semaphore of that n, else in a new one replacing the key.
 
 use pylock_core::int::parse_i64;
-use pylock_core::{CommandError, MAX_LEASE_ID_LEN};
+use pylock_core::{CommandError, MAX_LEASE_ID_LEN, MAX_LIMIT};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::effects;
@@ -43,6 +47,12 @@ impl Command for Restore {
                 ArgType::String,
                 c"the lease id this lease was claimed from",
             ),
+            ArgDoc::option(
+                c"LIMIT",
+                c"n",
+                ArgType::Integer,
+                c"the semaphore's n: store this lease beside the key's others",
+            ),
         ],
     };
 
@@ -55,6 +65,7 @@ impl Command for Restore {
         };
         let mut deadline = None;
         let mut from = None;
+        let mut limit = None;
         let mut rest = options;
         while let [name, value, tail @ ..] = rest {
             let name = name.as_ref();
@@ -62,6 +73,8 @@ impl Command for Restore {
                 &mut deadline
             } else if name.eq_ignore_ascii_case(b"FROM") {
                 &mut from
+            } else if name.eq_ignore_ascii_case(b"LIMIT") {
+                &mut limit
             } else {
                 return ctx.reply_error(CommandError::Syntax, Self::NAME);
             };
@@ -93,8 +106,21 @@ impl Command for Restore {
         if from.is_some_and(|f| f.is_empty() || f.len() > MAX_LEASE_ID_LEN || f == id) {
             return ctx.reply_error(CommandError::InvalidLeaseId, Self::NAME);
         }
+        let limit = match limit.map(|n| parse_i64(n.as_ref())) {
+            None => 1,
+            Some(Some(n)) if (1..=i64::from(MAX_LIMIT)).contains(&n) => n as u32,
+            Some(Some(_)) => return ctx.reply_error(CommandError::InvalidLimit, Self::NAME),
+            Some(None) => return ctx.reply_error(CommandError::NotInteger, Self::NAME),
+        };
         let mut lock = LockKey::write(ctx, key);
-        effects::restore(ctx, key, &mut lock, id, token, deadline, from);
+        if limit > 1 {
+            let Some(at) = deadline else {
+                return ctx.reply_error(CommandError::InvalidExpire, Self::NAME);
+            };
+            effects::sem_restore(ctx, key, &mut lock, limit, id, token, at, from);
+        } else {
+            effects::restore(ctx, key, &mut lock, id, token, deadline, from);
+        }
         ctx.reply_ok()
     }
 }

@@ -17,7 +17,7 @@ use pylock_core::{CommandError, ReplySink};
 
 use crate::api::{Arg, ArgDoc, ArgType, Command, Ctx, Docs, KeyUse, Replied};
 use crate::blocking;
-use crate::storage::LockKey;
+use crate::storage::{LockKey, Stored};
 
 pub(super) struct Watch;
 
@@ -56,17 +56,25 @@ impl Command for Watch {
         // Write mode for the lookup a write command makes (no keyspace hit counts); nothing
         // is changed.
         let lock = LockKey::write(ctx, key);
-        let state = match lock.state() {
-            Ok(state) => state,
+        let held = match lock.held() {
+            Ok(held) => held,
             Err(_) => return ctx.reply_error(CommandError::WrongType, Self::NAME),
         };
-        match (lease::watch(state, &req, now), state) {
-            (Ok(()), Some(held)) if ctx.flags().may_block() => {
-                let own = lock.lock().ok().flatten().and_then(|l| l.deadline_ms());
-                blocking::watch(ctx, key, held, own.or(held.expires_at_ms), req.timeout_ms)
+        match lease::watch(&held, &req, now) {
+            Ok(lease) if ctx.flags().may_block() => {
+                // The lease's own deadline (the key's expiry may be earlier).
+                let own = match lock.stored() {
+                    Ok(Some(Stored::Lock(l))) => l.deadline_ms(),
+                    Ok(Some(Stored::Sem(s))) => s
+                        .find(req.lease)
+                        .and_then(|at| s.get(at))
+                        .map(|l| l.deadline_ms),
+                    _ => None,
+                };
+                blocking::watch(ctx, key, lease, own.or(lease.expires_at_ms), req.timeout_ms)
             }
-            (Ok(()), _) => ctx.reply_nil(),
-            (Err(e), _) => match Reason::at_call(e) {
+            Ok(_) => ctx.reply_nil(),
+            Err(e) => match Reason::at_call(e) {
                 Some(reason) => ctx.reply_with(|out| out.bulk(reason.as_str().as_bytes())),
                 None => ctx.reply_error(e, Self::NAME),
             },
