@@ -81,6 +81,7 @@ pub fn acquire(key: impl Into<String>, ttl: Duration) -> Acquire {
         ttl,
         lease_id: uuid::Uuid::new_v4().to_string(),
         block_ms: None,
+        limit: None,
     }
 }
 
@@ -141,6 +142,7 @@ pub struct Acquire {
     ttl: Duration,
     lease_id: String,
     block_ms: Option<i64>,
+    limit: Option<u32>,
 }
 
 impl Acquire {
@@ -166,6 +168,16 @@ impl Acquire {
         self
     }
 
+    /// Makes the key a semaphore of up to `n` leases at once (`LIMIT n`, 1 to 100,000): the
+    /// lease is granted while fewer than `n` hold the key, each with its own id, token and
+    /// deadline. Every client of the key must send the same `n` while a lease holds it, or
+    /// the server answers `LIMITMISMATCH` ([`Error::LimitMismatch`]). Without it, the key is
+    /// a lock (n = 1).
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
     /// The lock's key.
     pub fn key(&self) -> &str {
         &self.key
@@ -185,13 +197,17 @@ impl Acquire {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms.
+    /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms;
+    /// [`Error::InvalidLimit`] for a limit outside `1..=100000`.
     pub fn to_cmd(&self) -> Result<Cmd, Error> {
+        if let Some(limit) = self.limit {
+            check_limit(limit)?;
+        }
         let args = pylock_core::Acquire {
             ttl_ms: wire::ttl_ms(self.ttl)?,
             lease: Some(self.lease_id.as_bytes()),
             block_ms: self.block_ms,
-            limit: None,
+            limit: self.limit,
         }
         .to_args();
         Ok(command(pylock_core::Acquire::NAME, &self.key, args))
@@ -457,15 +473,74 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
-/// What `PYLOCK.INFO` reports for a held lock; read `Option<LockInfo>`, nil meaning the lock
-/// is free.
+/// What `PYLOCK.INFO` reports for a held lock or semaphore; read `Option<LockInfo>`, nil
+/// meaning no lease holds the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockInfo {
-    /// The holder.
+    /// The holder; on a semaphore, the lease with the earliest deadline.
     pub lease: Lease,
     /// Clients waiting for the lock (`BLOCK`).
     pub waiters: u64,
+    /// How many leases the key admits at once: 1 for a lock.
+    pub limit: u32,
+    /// Every holder, earliest deadline first (one for a lock).
+    pub holders: Vec<Lease>,
+}
+
+/// Checks a semaphore limit against the protocol's `1..=100000`.
+pub(crate) fn check_limit(limit: u32) -> Result<u32, Error> {
+    if (1..=pylock_core::MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Error::InvalidLimit { limit })
+    }
+}
+
+/// Reads a semaphore's INFO reply: `limit <n> holders <count> waiters <int> leases [...]`.
+fn sem_info(frame: &Frame) -> Result<Option<LockInfo>, String> {
+    let Frame::Array(items) = frame else {
+        return Ok(None);
+    };
+    let field = |i: usize, name: &str| match items.get(i) {
+        Some(Frame::Bulk(b)) if b.as_slice() == name.as_bytes() => Ok(()),
+        other => Err(format!("INFO field {i} is {other:?}, not {name}")),
+    };
+    if !matches!(items.first(), Some(Frame::Bulk(b)) if b.as_slice() == b"limit") {
+        return Ok(None);
+    }
+    let int = |i: usize| match items.get(i) {
+        Some(Frame::Int(n)) => Ok(*n),
+        other => Err(format!("INFO value {i} is {other:?}, not an integer")),
+    };
+    field(0, "limit")?;
+    field(2, "holders")?;
+    field(4, "waiters")?;
+    field(6, "leases")?;
+    let limit = u32::try_from(int(1)?).map_err(|_| "limit out of range".to_string())?;
+    let waiters = u64::try_from(int(5)?).map_err(|_| "negative waiter count".to_string())?;
+    let Some(Frame::Array(leases)) = items.get(7) else {
+        return Err("INFO leases is not an array".into());
+    };
+    let holders = leases
+        .iter()
+        .map(|l| {
+            let reply = LeaseReply::from_frame(l).map_err(|e| e.to_string())?;
+            Lease::from_reply(&reply)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if usize::try_from(int(3)?).ok() != Some(holders.len()) {
+        return Err("INFO holders count differs from its leases".into());
+    }
+    let Some(first) = holders.first().cloned() else {
+        return Err("INFO on a semaphore with no holder (it answers nil then)".into());
+    };
+    Ok(Some(LockInfo {
+        lease: first,
+        waiters,
+        limit,
+        holders,
+    }))
 }
 
 impl FromRedisValue for Lease {
@@ -477,12 +552,18 @@ impl FromRedisValue for Lease {
 impl FromRedisValue for LockInfo {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let frame = frame(&v).ok_or_else(|| format!("not an info reply: {v:?}"))?;
+        if let Some(info) = sem_info(&frame)? {
+            return Ok(info);
+        }
         let reply = InfoReply::from_frame(&frame).map_err(|e| e.to_string())?;
         let reply = reply.ok_or("the lock is free (nil): read the reply as Option<LockInfo>")?;
+        let lease = Lease::from_reply(&reply.lease)?;
         Ok(LockInfo {
-            lease: Lease::from_reply(&reply.lease)?,
+            holders: vec![lease.clone()],
+            lease,
             waiters: u64::try_from(reply.waiters)
                 .map_err(|_| format!("negative waiter count {}", reply.waiters))?,
+            limit: 1,
         })
     }
 }

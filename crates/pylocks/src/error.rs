@@ -3,15 +3,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use pylock_core::error::{CLAIMED, NOTHELD, NOTOWNED};
+use pylock_core::error::{CLAIMED, LIMITMISMATCH, NOTHELD, NOTOWNED};
 
 use crate::cmd::LeaseEnd;
 
 /// Everything that can go wrong when taking, checking or giving back a lock.
 ///
-/// Server error codes are mapped in one place ([`Error::from_redis`]): `NOTHELD`, `NOTOWNED`
-/// and `CLAIMED` become [`Error::NotHeld`], [`Error::NotOwned`] and [`Error::Claimed`] with the
-/// server's text kept; every other
+/// Server error codes are mapped in one place ([`Error::from_redis`]): `NOTHELD`, `NOTOWNED`,
+/// `CLAIMED` and `LIMITMISMATCH` become [`Error::NotHeld`], [`Error::NotOwned`],
+/// [`Error::Claimed`] and [`Error::LimitMismatch`] with the server's text kept; every other
 /// server error and every transport failure stays a [`redis::RedisError`] in [`Error::Redis`],
 /// whose `code()` remains readable.
 #[derive(Debug, Clone)]
@@ -59,6 +59,20 @@ pub enum Error {
         expected: usize,
         /// How many parts were given.
         got: usize,
+    },
+    /// `PYLOCK.ACQUIRE … LIMIT n` named another n than the key was created with
+    /// (`LIMITMISMATCH`, whose text names the key's n); nothing changed. Every client of one
+    /// key must use the same [`limit`](crate::LockFactoryBuilder::limit) while a lease holds it.
+    LimitMismatch {
+        /// The key.
+        key: String,
+        /// The server's error text, code first (`LIMITMISMATCH …`).
+        message: String,
+    },
+    /// A semaphore limit outside `1..=100000`. Raised before any network call.
+    InvalidLimit {
+        /// The rejected limit.
+        limit: u32,
     },
     /// A TTL is below one millisecond or does not fit the protocol's millisecond integers.
     /// Raised before any network call.
@@ -120,6 +134,10 @@ impl Error {
                 key: key.to_string(),
                 message: message(),
             },
+            Some(LIMITMISMATCH) => Error::LimitMismatch {
+                key: key.to_string(),
+                message: message(),
+            },
             _ => Error::Redis(err),
         }
     }
@@ -172,6 +190,14 @@ impl fmt::Display for Error {
             Error::Arity { expected, got } => {
                 write!(f, "lock key needs {expected} part(s), got {got}")
             }
+            Error::LimitMismatch { key, message } => {
+                write!(f, "lock {key:?} was created with another limit: {message}")
+            }
+            Error::InvalidLimit { limit } => write!(
+                f,
+                "invalid semaphore limit {limit}: it must be from 1 to {}",
+                pylock_core::MAX_LIMIT
+            ),
             Error::InvalidTtl { ttl } => write!(
                 f,
                 "invalid lock ttl {ttl:?}: it must be at least 1 ms and fit in i64 milliseconds"

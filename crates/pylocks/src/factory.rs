@@ -57,6 +57,7 @@ pub struct LockFactory {
     arity: usize,
     ttl: Duration,
     durability: Option<Durability>,
+    limit: Option<u32>,
 }
 
 /// Builds a [`LockFactory`]; see [`LockFactory::builder`].
@@ -68,6 +69,7 @@ pub struct LockFactoryBuilder {
     arity: usize,
     ttl: Duration,
     durability: Option<Durability>,
+    limit: Option<u32>,
 }
 
 /// How many replicas must acknowledge a grant before [`LockFactory::acquire`] returns it.
@@ -122,19 +124,34 @@ impl LockFactoryBuilder {
         self
     }
 
+    /// Makes every key a semaphore of up to `n` leases at once (`PYLOCK.ACQUIRE … LIMIT n`,
+    /// 1 to 100,000). Acquire, blocking acquire, extend, release, claim, watch and the keeper
+    /// act on one lease each, exactly as for a lock; [`cmd::info`] lists every holder.
+    /// All clients of one key must use the same `n` while a lease holds it
+    /// ([`Error::LimitMismatch`] otherwise). Without it, keys are locks.
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
     /// Builds the factory.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms.
+    /// [`Error::InvalidTtl`] when the TTL is under 1 ms or over `i64::MAX` ms;
+    /// [`Error::InvalidLimit`] for a limit outside `1..=100000`.
     pub fn build(self) -> Result<LockFactory, Error> {
         wire::ttl_ms(self.ttl)?;
+        if let Some(n) = self.limit {
+            cmd::check_limit(n)?;
+        }
         Ok(LockFactory {
             root_prefix: self.root_prefix,
             prefix: self.prefix,
             arity: self.arity,
             ttl: self.ttl,
             durability: self.durability,
+            limit: self.limit,
         })
     }
 }
@@ -149,12 +166,19 @@ impl LockFactory {
             arity: 1,
             ttl,
             durability: None,
+            limit: None,
         }
     }
 
     /// The lease TTL this factory asks for.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The semaphore limit of this factory's keys, if they are semaphores
+    /// ([`LockFactoryBuilder::limit`]).
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
     }
 
     /// The number of parts a key takes.
@@ -356,7 +380,11 @@ impl LockFactory {
         I: IntoIterator,
         I::Item: Display,
     {
-        Ok(cmd::acquire(self.key(parts)?, self.ttl))
+        let request = cmd::acquire(self.key(parts)?, self.ttl);
+        Ok(match self.limit {
+            Some(n) => request.limit(n),
+            None => request,
+        })
     }
 
     /// Sends `request` (usually from [`acquire_cmd`](Self::acquire_cmd)) and applies the
