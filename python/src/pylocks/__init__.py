@@ -5,9 +5,10 @@ redis-py or valkey-py. :mod:`pylocks.blocking` is the synchronous API, :mod:`pyl
 its asyncio twin (same names), :mod:`pylocks.errors` the errors both raise.
 """
 
-from .blocking import Keeper, LeaseWatch, LockInfo, RedisLockFactory, SingleLockHandle
+from .blocking import Keeper, LeaseWatch, LockInfo, RedisLockFactory, SemaphoreInfo, SingleLockHandle
 from .errors import (ArityError, BaseLocksError, LeaseLost, LeaseUnconfirmed, LockAlreadyHeld, LockClaimed,
-                     LockError, LockExpired, LockNotHeld, LockNotOwned, NotReplicated, lease_error)
+                     LockError, LockExpired, LockNotHeld, LockNotOwned, LimitMismatch, NotReplicated,
+                     lease_error)
 from .keys import DEFAULT_ROOT_PREFIX, lock_key
 
 __all__ = [
@@ -16,11 +17,13 @@ __all__ = [
     "Keeper",
     "LeaseWatch",
     "LockInfo",
+    "SemaphoreInfo",
     "BaseLocksError",
     "ArityError",
     "LockError",
     "LockAlreadyHeld",
     "NotReplicated",
+    "LimitMismatch",
     "LeaseLost",
     "LockNotHeld",
     "LockNotOwned",

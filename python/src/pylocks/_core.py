@@ -123,6 +123,7 @@ class FactoryCore(Generic[C]):
         root_prefix: Optional[str] = DEFAULT_ROOT_PREFIX,
         *,
         durability: Optional[Tuple[int, Seconds]] = None,
+        limit: Optional[int] = None,
     ) -> None:
         if isinstance(redis, str):
             raise TypeError(
@@ -143,6 +144,7 @@ class FactoryCore(Generic[C]):
         self.arity = arity
         self.root_prefix = root_prefix
         self.durability = _durability_of(durability)
+        self.limit = semaphore_limit(limit)
 
     @property
     def ttl(self) -> float:
@@ -150,8 +152,9 @@ class FactoryCore(Generic[C]):
         return self.ttl_ms / 1000.0
 
     def __repr__(self) -> str:
+        limit = "" if self.limit is None else f", limit={self.limit}"
         return (f"{type(self).__name__}(prefix={self.prefix!r}, ttl={self.ttl}, arity={self.arity}, "
-                f"root_prefix={self.root_prefix!r})")
+                f"root_prefix={self.root_prefix!r}{limit})")
 
     def key(self, *parts: Any) -> str:
         """The Redis key of the lock on ``parts``.
@@ -197,6 +200,19 @@ class FactoryCore(Generic[C]):
         if not isinstance(mapping, Mapping):
             raise TypeError(f"mrelease_expected takes a dict of parts to lease ids, got {type(mapping).__name__}")
         return [(name, key, lease_id(mapping[name])) for name, key in self._keys_for(mapping)]
+
+
+#: The largest ``limit`` the module admits.
+MAX_LIMIT = 100_000
+
+
+def semaphore_limit(limit: Optional[int]) -> Optional[int]:
+    """``limit`` checked: ``None`` (a lock), or an int from 1 to :data:`MAX_LIMIT`."""
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
 
 
 def _durability_of(value: Optional[Tuple[int, Seconds]]) -> Optional[Tuple[int, int]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, List, Optional, Tuple, Type, TypeVar, Union
 
-from .errors import lease_error
+from .errors import LimitMismatch, lease_error
 
 T = TypeVar("T")
 
@@ -65,6 +65,17 @@ class LockInfo:
 
 
 @dataclass(frozen=True)
+class SemaphoreInfo:
+    """What ``PYLOCK.INFO`` says about a key of ``LIMIT`` n > 1 with at least one live lease:
+    every holder's lease, earliest deadline first."""
+
+    limit: int
+    holders: int
+    waiters: int
+    leases: Tuple[Lease, ...]
+
+
+@dataclass(frozen=True)
 class Command(Generic[T]):
     """One command: ``args`` to send, ``parse`` for its reply, and the lock it is about."""
 
@@ -84,6 +95,8 @@ class Command(Generic[T]):
             lost = lease_error(str(err), self.key, self.lease_id)
             if lost is not None:
                 return lost
+            if str(err).startswith("LIMITMISMATCH"):
+                return LimitMismatch(str(err), self.key)
         return err
 
     def settle(self, reply: Any) -> Union[T, BaseException]:
@@ -103,13 +116,20 @@ def parse_optional_lease(reply: Any) -> Optional[Lease]:
     return None if reply is None else parse_lease(reply)
 
 
-def parse_info(reply: Any) -> Optional[LockInfo]:
+def parse_info(reply: Any) -> Optional[Union[LockInfo, SemaphoreInfo]]:
     if reply is None:
         return None
     if isinstance(reply, dict):  # a RESP3 map, should a client build one
         fields = {text(k): v for k, v in reply.items()}
     else:
         fields = {text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+    if "limit" in fields:
+        return SemaphoreInfo(
+            limit=int(fields["limit"]),
+            holders=int(fields["holders"]),
+            waiters=int(fields["waiters"]),
+            leases=tuple(parse_lease(lease) for lease in fields["leases"]),
+        )
     return LockInfo(
         lease_id=text(fields["lease"]),
         token=int(fields["token"]),
@@ -122,11 +142,15 @@ def _released(reply: Any) -> bool:
     return int(reply) == 1
 
 
-def acquire(key: str, ttl_ms: int, lease_id: str, block_ms: Optional[int] = None) -> Command[Optional[Lease]]:
-    """``PYLOCK.ACQUIRE key ttl-ms LEASE id [BLOCK ms]``: a lease, or ``None`` (held)."""
+def acquire(key: str, ttl_ms: int, lease_id: str, block_ms: Optional[int] = None,
+            limit: Optional[int] = None) -> Command[Optional[Lease]]:
+    """``PYLOCK.ACQUIRE key ttl-ms LEASE id [BLOCK ms] [LIMIT n]``: a lease, or ``None``
+    (held by n leases)."""
     args: Tuple[Any, ...] = ("PYLOCK.ACQUIRE", key, ttl_ms, "LEASE", lease_id)
     if block_ms is not None:
         args += ("BLOCK", block_ms)
+    if limit is not None:
+        args += ("LIMIT", limit)
     return Command(args, parse_optional_lease, key, lease_id)
 
 
@@ -178,8 +202,8 @@ def release(key: str, lease_id: str) -> Command[bool]:
     return Command(("PYLOCK.RELEASE", key, lease_id), _released, key, lease_id)
 
 
-def info(key: str) -> Command[Optional[LockInfo]]:
-    """``PYLOCK.INFO key``: who holds the lock, or ``None``."""
+def info(key: str) -> Command[Optional[Union[LockInfo, SemaphoreInfo]]]:
+    """``PYLOCK.INFO key``: who holds the lock (every holder of a semaphore), or ``None``."""
     return Command(("PYLOCK.INFO", key), parse_info, key)
 
 

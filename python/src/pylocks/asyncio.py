@@ -38,10 +38,10 @@ import redis.asyncio
 from . import _core, _wire
 from ._core import Seconds
 from .keys import DEFAULT_ROOT_PREFIX
-from ._wire import Lease, LockInfo
+from ._wire import Lease, LockInfo, SemaphoreInfo
 from .errors import LeaseLost, LeaseUnconfirmed, LockExpired
 
-__all__ = ["RedisLockFactory", "SingleLockHandle", "Keeper", "LockInfo", "Seconds", "DEFAULT_ROOT_PREFIX",
+__all__ = ["RedisLockFactory", "SingleLockHandle", "Keeper", "LockInfo", "SemaphoreInfo", "Seconds", "DEFAULT_ROOT_PREFIX",
            "LEASE_ENDS"]
 
 #: What :meth:`SingleLockHandle.watch` can answer (see :data:`pylocks._wire.LEASE_ENDS`).
@@ -380,7 +380,7 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         key = self.key(*parts)
         ttl_ms = self.ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
         lease = _core.lease_id(lease_id)
-        acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait))
+        acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait), self.limit)
         wanted = self.durability if durability is None else _core.durability(durability)
         client = self.redis
         if wanted is None:
@@ -407,7 +407,8 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         """Pipelined ACQUIREs; see :meth:`pylocks.blocking.RedisLockFactory.macquire`."""
         named = self._keys_for(parts_list)
         ttl_ms = self.ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
-        cmds: List[_wire.Command[Any]] = [_wire.acquire(key, ttl_ms, _core.lease_id(None)) for _, key in named]
+        cmds: List[_wire.Command[Any]] = [_wire.acquire(key, ttl_ms, _core.lease_id(None), None, self.limit)
+                                          for _, key in named]
         if self.durability is not None:
             cmds.append(_wire.wait(*self.durability))
         client = self.redis
@@ -454,7 +455,7 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         handle = SingleLockHandle(self.redis, key, _core.lease_id(lease), 0, 0, self.ttl_ms)
         return await handle.claim(new_id, extend)
 
-    async def info(self, *parts: Any) -> Optional[LockInfo]:
+    async def info(self, *parts: Any) -> Optional[Union[LockInfo, SemaphoreInfo]]:
         """``PYLOCK.INFO``: who holds the lock, or ``None``."""
         return await _run(self.redis, _wire.info(self.key(*parts)))
 

@@ -37,10 +37,10 @@ import redis
 from . import _core, _wire
 from ._core import Seconds
 from .keys import DEFAULT_ROOT_PREFIX
-from ._wire import Lease, LockInfo
+from ._wire import Lease, LockInfo, SemaphoreInfo
 from .errors import LeaseLost, LeaseUnconfirmed, LockExpired, lease_error
 
-__all__ = ["RedisLockFactory", "SingleLockHandle", "Keeper", "LeaseWatch", "LockInfo", "Seconds",
+__all__ = ["RedisLockFactory", "SingleLockHandle", "Keeper", "LeaseWatch", "LockInfo", "SemaphoreInfo", "Seconds",
            "DEFAULT_ROOT_PREFIX", "LEASE_ENDS"]
 
 #: What :meth:`SingleLockHandle.watch` can answer (see :data:`pylocks._wire.LEASE_ENDS`).
@@ -510,6 +510,12 @@ class RedisLockFactory(_core.FactoryCore[Client]):
     :param durability: ``(replicas, timeout_seconds)``: after each grant, ``WAIT`` until that
         many replicas have it; otherwise release it and raise
         :class:`~pylocks.errors.NotReplicated`.
+    :param limit: make each key a semaphore of up to ``limit`` leases at once (``LIMIT n``,
+        1 to 100,000): every acquire, blocking acquire, keeper, claim, extend and release
+        works per lease as for a lock, and :meth:`info` returns a
+        :class:`~pylocks.blocking.SemaphoreInfo` with every holder when ``limit > 1``. All
+        clients of one key must use the same limit (else
+        :class:`~pylocks.errors.LimitMismatch`). ``None`` (the default): a lock.
 
     Keys are built exactly like the Rust client's (``testdata/key-vectors.json``).
     """
@@ -555,7 +561,7 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         key = self.key(*parts)
         ttl_ms = self.ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
         lease = _core.lease_id(lease_id)
-        acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait))
+        acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait), self.limit)
         wanted = self.durability if durability is None else _core.durability(durability)
         client = self.redis
         if wanted is None:
@@ -596,7 +602,8 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         """
         named = self._keys_for(parts_list)
         ttl_ms = self.ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
-        cmds: List[_wire.Command[Any]] = [_wire.acquire(key, ttl_ms, _core.lease_id(None)) for _, key in named]
+        cmds: List[_wire.Command[Any]] = [_wire.acquire(key, ttl_ms, _core.lease_id(None), None, self.limit)
+                                          for _, key in named]
         if self.durability is not None:
             cmds.append(_wire.wait(*self.durability))
         client = self.redis
@@ -662,7 +669,7 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         lease = _core.lease_id(lease)
         return SingleLockHandle(self.redis, key, lease, 0, 0, self.ttl_ms).claim(new_id, extend)
 
-    def info(self, *parts: Any) -> Optional[LockInfo]:
+    def info(self, *parts: Any) -> Optional[Union[LockInfo, SemaphoreInfo]]:
         """Who holds the lock on ``parts`` (``PYLOCK.INFO``), or ``None`` if nobody does."""
         return _run(self.redis, _wire.info(self.key(*parts)))
 

@@ -8,6 +8,8 @@ The hierarchy::
         ├── LockAlreadyHeld        acquire: another lease holds the lock (the server replied nil)
         ├── NotReplicated          acquire with durability: too few replicas acknowledged the
         │                          grant in time; the lease was released before raising
+        ├── LimitMismatch          (also ValueError) acquire with a LIMIT other than the key's:
+        │                          server error LIMITMISMATCH; nothing changed
         └── LeaseLost              our lease no longer holds the lock
             ├── LockNotHeld        nobody holds it: server error NOTHELD
             │   └── LockExpired    (also a LockNotOwned) what NOTHELD raises
@@ -35,6 +37,7 @@ __all__ = [
     "LockError",
     "LockAlreadyHeld",
     "NotReplicated",
+    "LimitMismatch",
     "LeaseLost",
     "LockNotHeld",
     "LockNotOwned",
@@ -78,6 +81,12 @@ class LockError(BaseLocksError, RuntimeError):
 
 class LockAlreadyHeld(LockError):
     """``acquire`` found the lock held by another lease; nothing changed on the server."""
+
+
+class LimitMismatch(LockError, ValueError):
+    """``acquire`` asked for a ``limit`` other than the one the key was created with (server
+    error ``LIMITMISMATCH``, whose text names the key's limit); nothing changed. Every client
+    of one key must use the same limit while any lease holds it."""
 
 
 class NotReplicated(LockError):
