@@ -14,7 +14,13 @@ fn config(kind: Kind, salt: u64) -> Config {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_0000 + salt * 2 + (kind == Kind::Valkey) as u64);
-    Config::small(seed)
+    let mut cfg = Config::small(seed);
+    // The suite checks every watcher's reason, and that each is answered within a bound a
+    // loaded 2-core CI machine keeps (a run beside other builds answered two 53 and 71 ms
+    // late). The 50 ms target itself is measured by `scripts/check-contention`, whose figures
+    // are in docs/RELIABILITY.md; a late wake-up has its own test in `watch.rs`.
+    cfg.watch_limit = Duration::from_millis(1000);
+    cfg
 }
 
 fn verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {

@@ -133,8 +133,10 @@ fn churn(mut con: redis::Connection, worker: usize, keys: usize, seed: u64) -> (
     }
 }
 
-/// How long after the event a watcher may be answered (loopback, a loaded 2-core machine).
-const WATCH_LIMIT: Duration = Duration::from_millis(50);
+/// How long after the event a watcher may be answered: a bound a loaded 2-core CI machine
+/// keeps, where a stalled process can add tens of milliseconds. The delays themselves (0.5 to
+/// 9 ms in quiet runs) are reported in docs/RELIABILITY.md.
+const WATCH_LIMIT: Duration = Duration::from_millis(250);
 
 /// A WATCH (no TIMEOUT) on its own connection: its reply, and when it came.
 fn watch_in_thread(

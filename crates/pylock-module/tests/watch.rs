@@ -51,7 +51,8 @@ fn bulk(text: &str) -> Value {
 }
 
 /// Watches `key`'s lease `id`, runs `end` on another connection, and checks the answer is
-/// `reason`, within 50 ms of `end` returning (loopback, so generous).
+/// `reason`, within 250 ms of `end` returning (a bound a loaded CI machine keeps; the delays
+/// measured, well under a millisecond on a quiet one, are in docs/BENCHMARKS.md).
 fn ends_with(
     s: &Server,
     key: &str,
@@ -68,7 +69,7 @@ fn ends_with(
     assert_eq!(reply, Ok(bulk(reason)), "{key}: reason");
     let late = at.saturating_duration_since(ended);
     assert!(
-        late < Duration::from_millis(50),
+        late < Duration::from_millis(250),
         "{key}: answered {late:?} after the end"
     );
     assert_eq!(watching(s), 0);
@@ -291,8 +292,10 @@ server_tests! {
 
     fn an_extend_that_brings_the_deadline_forward_ends_the_lease_then(kind: Kind) {
         // The contention checker found watchers (and waiters) told only when Redis's own expiry
-        // cycle found the key, up to 100 ms after the new deadline.
-        let s = Server::start(kind);
+        // cycle found the key, up to 100 ms after the new deadline. With `hz 1` that cycle
+        // runs once a second, so a module that waited for it would be up to a second late,
+        // far past the bound below, which leaves a loaded machine room.
+        let s = Server::start_with(kind, &["--hz", "1"]);
         let mut con = s.conn();
         for round in 0..3 {
             let key = format!("w{round}");
@@ -304,7 +307,7 @@ server_tests! {
             let (reply, at) = w.join().unwrap();
             assert_eq!(reply, Ok(bulk("expired")));
             let late = at.saturating_duration_since(extended + Duration::from_millis(150));
-            assert!(late < Duration::from_millis(50), "{key}: expired answered {late:?} after the deadline");
+            assert!(late < Duration::from_millis(300), "{key}: expired answered {late:?} after the deadline");
         }
         // A waiter is served at the new deadline too.
         for round in 0..3 {
@@ -325,7 +328,7 @@ server_tests! {
             let (v, at) = waiter.join().unwrap();
             assert_ne!(v, Value::Nil, "{key}: the waiter was granted the lock");
             let late = at.saturating_duration_since(extended + Duration::from_millis(150));
-            assert!(late < Duration::from_millis(50), "{key}: granted {late:?} after the deadline");
+            assert!(late < Duration::from_millis(300), "{key}: granted {late:?} after the deadline");
         }
     }
 }

@@ -170,7 +170,12 @@ fn serve(ctx: Ctx, id: &LockId) {
         let Ok(held) = lock.held() else {
             // Another command put a value of another type at the key: the lease is gone, and
             // nobody can get this lock.
-            super::settle(ctx, id, Held::Lock(None), Some(super::Given::All(Reason::Deleted)));
+            super::settle(
+                ctx,
+                id,
+                Held::Lock(None),
+                Some(super::Given::All(Reason::Deleted)),
+            );
             delivery::wrong_type_all(ctx, id);
             return;
         };
@@ -269,7 +274,12 @@ fn revoke(
         }
         // Someone watching a lease id given in LEASE: the module took the lease back.
         let held = lock.held().unwrap_or(Held::Lock(None));
-        super::settle(ctx, &id, held, Some(super::Given::Lease(token, Reason::Released)));
+        super::settle(
+            ctx,
+            &id,
+            held,
+            Some(super::Given::Lease(token, Reason::Released)),
+        );
         if ctx.serves_key(key) {
             super::hand_off(ctx, key, lock, ctx.now_ms());
         } else {
