@@ -504,7 +504,7 @@ mod tests {
             for (op, client, lease, ttl) in ops {
                 match op {
                     0 | 1 => {
-                        let waiter = Waiter { client, ttl_ms: ttl, lease: lease.map(|l| vec![b'a' + l].into()) };
+                        let waiter = Waiter { client, ttl_ms: ttl, lease: lease.map(|l| vec![b'a' + l].into()), limit: 1 };
                         if !model.iter().any(|w| w.client == client) {
                             model.push(waiter.clone());
                         }
