@@ -73,7 +73,7 @@ celery_app.conf.update(
     },
     worker_prefetch_multiplier=1,
     task_default_queue=QUEUE,
-    task_routes={"cmp.*.kill": {"queue": KILL_QUEUE}},
+    task_routes={"cmp.*.kill*": {"queue": KILL_QUEUE}},
     result_expires=600,
     # celery-once: its Redis backend on the lock store, default timeout left as it is
     ONCE={"backend": "celery_once.backends.Redis",
@@ -109,13 +109,14 @@ def _count_end(sender=None, args=None, kwargs=None, **_) -> None:
 
 def body(task, key: str, scenario: str) -> str:
     """The task's own work, the same under every library: counts its runs, then
-    ``kill``: the first run marks that it started and works until the test SIGKILLs it;
+    ``kill``, ``kill_early``: the first run marks that it started and works until the test
+    SIGKILLs it;
     ``retry``: the first run calls ``self.retry(countdown=RETRY_COUNTDOWN)``;
     ``duplicate``: works ``DUPLICATE_WORK`` seconds, so two copies overlap;
     ``owner``: works until the test sets ``go:<key>`` (past its lock's TTL)."""
     data = data_redis()
     run = int(data.incr("body:%s" % key))
-    if scenario == "kill" and run == 1:
+    if scenario in ("kill", "kill_early") and run == 1:
         data.set("started:%s" % key, 1)
         time.sleep(120)  # the test SIGKILLs the worker now
     elif scenario == "retry" and task.request.retries == 0:
@@ -132,10 +133,11 @@ def body(task, key: str, scenario: str) -> str:
 
 
 #: What differs between a library's tasks: (lock TTL in seconds, or None for the library's
-#: default; acks_late). ``kill`` tasks are routed to ``KILL_QUEUE``.
+#: default; acks_late). ``kill`` and ``kill_early`` tasks are routed to ``KILL_QUEUE``.
 KINDS = {
     "main": (None, False),
     "kill": (None, True),
+    "kill_early": (None, False),  # Celery's default: acknowledged when the run starts
     "short": (SHORT_TTL, False),
 }
 
