@@ -296,3 +296,11 @@ def add_to_person_retry_claiming(self, person_id: str, lease_id: str, amount: in
         read_modify_write(person_id, amount)
     handle.release()
     return "run %d finished" % run
+
+
+# ---------------------------------------------------------------------------------------------
+# The same stories through pylocks.celery.LockedTask (tests/lockedtasks.py).
+
+import lockedtasks  # noqa: E402 - after the app and the factory it registers on
+
+locked = lockedtasks.register(celery_app, person_lock, people_redis)
