@@ -412,7 +412,8 @@ def run_owner(env: Env, adapters: List[Adapter]) -> Dict[str, dict]:
         f["lock_after_first_ended"] = a.lock("short", k)
         f["third_enqueue"] = a.enqueue("short", k, "probe", ttl=app.LOCK_TTL,
                                        queue=app.PARKED_QUEUE).accepted
-        f["state"] = results[a.name].state
+        res = results[a.name]
+        f["state"] = res.state if res.state != "FAILURE" else "FAILURE, %s" % type(res.result).__name__
         f.update(env.runs(k))
     env.drop_parked()
     return facts
