@@ -501,7 +501,9 @@ def render_table(observed: Dict[str, Dict[str, dict]], app: ModuleType) -> str:
 
 # --- fixtures and tests -----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+# Module scope: the comparison's workers stop when its tests are done, rather than idle (six
+# processes) through the rest of the session.
+@pytest.fixture(scope="module")
 def compare_env(server) -> Iterator[Env]:
     import shutil
     import tempfile
@@ -519,7 +521,7 @@ def compare_env(server) -> Iterator[Env]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def observed(compare_env: Env) -> Dict[str, Dict[str, dict]]:
     """Every scenario on every available library, once per server: {library: {scenario: facts}}."""
     adapters = [a for a in compare_env.adapters if a.available]
