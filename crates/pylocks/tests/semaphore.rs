@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pylocks::{cmd, Error, LeaseStatus, LockFactory};
+use pylocks::{cmd, Error, LockFactory};
 use testkit::redis;
 use testkit::{server_tests, Server};
 
@@ -17,14 +17,6 @@ fn exports(n: u32) -> LockFactory {
 
 fn info(con: &mut redis::Connection, key: &str) -> Option<cmd::LockInfo> {
     cmd::info(key).to_cmd().query(con).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 server_tests! {
@@ -110,31 +102,6 @@ server_tests! {
         assert_eq!(info(&mut con, "export:acme").unwrap().holders.len(), 2);
     }
 
-    fn the_keeper_keeps_one_lease_of_a_semaphore(kind: Kind) {
-        let s = Server::start(kind);
-        rt().block_on(async {
-            let client = redis::Client::open(s.url()).unwrap();
-            let mut con = client.get_multiplexed_async_connection().await.unwrap();
-            let f = LockFactory::builder("export", Duration::from_millis(400))
-                .no_root_prefix()
-                .limit(2)
-                .build()
-                .unwrap();
-            let kept = f.acquire_async(&mut con, ["acme"]).await.unwrap();
-            let other = f.acquire_async(&mut con, ["acme"]).await.unwrap();
-            let id = kept.lease_id().to_string();
-            let keeper = kept.keep_alive(con.clone());
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            assert!(matches!(keeper.status(), LeaseStatus::Held), "{:?}", keeper.status());
-            let mut sync = s.conn();
-            let seen = info(&mut sync, "export:acme").expect("still held");
-            assert_eq!(seen.holders.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()],
-                "the kept lease lives on; the other one expired at its own deadline");
-            let _ = other;
-            keeper.release(&mut con).await.unwrap();
-            assert!(info(&mut sync, "export:acme").is_none());
-        });
-    }
 }
 
 #[test]
@@ -154,4 +121,52 @@ fn a_limit_outside_the_protocols_range_is_refused_before_any_call() {
         .limit(100_000)
         .build()
         .is_ok());
+}
+
+/// The keeper, which needs the async API.
+#[cfg(feature = "aio")]
+mod keeper {
+    use std::time::Duration;
+
+    use pylocks::{LeaseStatus, LockFactory};
+    use testkit::redis;
+    use testkit::{server_tests, Server};
+
+    use super::info;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    server_tests! {
+        fn the_keeper_keeps_one_lease_of_a_semaphore(kind: Kind) {
+            let s = Server::start(kind);
+            rt().block_on(async {
+                let client = redis::Client::open(s.url()).unwrap();
+                let mut con = client.get_multiplexed_async_connection().await.unwrap();
+                let f = LockFactory::builder("export", Duration::from_millis(400))
+                    .no_root_prefix()
+                    .limit(2)
+                    .build()
+                    .unwrap();
+                let kept = f.acquire_async(&mut con, ["acme"]).await.unwrap();
+                let other = f.acquire_async(&mut con, ["acme"]).await.unwrap();
+                let id = kept.lease_id().to_string();
+                let keeper = kept.keep_alive(con.clone());
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                assert!(matches!(keeper.status(), LeaseStatus::Held), "{:?}", keeper.status());
+                let mut sync = s.conn();
+                let seen = info(&mut sync, "export:acme").expect("still held");
+                assert_eq!(seen.holders.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()],
+                    "the kept lease lives on; the other one expired at its own deadline");
+                let _ = other;
+                keeper.release(&mut con).await.unwrap();
+                assert!(info(&mut sync, "export:acme").is_none());
+            });
+        }
+    }
 }
