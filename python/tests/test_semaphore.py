@@ -129,7 +129,15 @@ def test_waiters_get_freed_places_first_come_first_served(exports: RedisLockFact
                 break
             assert time.monotonic() < deadline, "the waiter never queued"
             time.sleep(0.01)
+    # One place frees: it goes to the longest waiter. (Freeing two at once would grant both
+    # in order, but the two threads could then note it in either order.) "second" can only get
+    # in after "first" has noted its grant and released, or after the next place frees here.
     held[1].release()
+    deadline = time.monotonic() + 15
+    while not got:
+        assert time.monotonic() < deadline, "nobody got the freed place"
+        time.sleep(0.01)
+    assert got[0] == "first"
     held[2].release()
     assert done.wait(15)
     for t in threads:
