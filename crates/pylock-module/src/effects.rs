@@ -120,17 +120,7 @@ pub(crate) fn grant<'a>(
     let id = LeaseId::new(lease);
     lock.store(token, id.as_bytes(), Some(deadline_ms), None);
     ctx.replicate_grant(key, id.as_bytes(), token, Some(deadline_ms), None);
-    ctx.signal_modified(key);
-    ctx.notify(
-        match to {
-            GrantTo::Caller => event::ACQUIRE,
-            GrantTo::Waiter => event::HANDOFF,
-        },
-        key,
-    );
-    if let GrantTo::Caller = to {
-        stats::ACQUIRED.incr();
-    }
+    announce_grant(ctx, key, to);
     id
 }
 
@@ -264,17 +254,7 @@ pub(crate) fn sem_grant<'a>(
         }
     }
     ctx.replicate_sem_lease(key, id.as_bytes(), token, deadline_ms, None, limit);
-    ctx.signal_modified(key);
-    ctx.notify(
-        match to {
-            GrantTo::Caller => event::ACQUIRE,
-            GrantTo::Waiter => event::HANDOFF,
-        },
-        key,
-    );
-    if let GrantTo::Caller = to {
-        stats::ACQUIRED.incr();
-    }
+    announce_grant(ctx, key, to);
     id
 }
 
@@ -465,5 +445,22 @@ pub(crate) fn drop_lease(ctx: Ctx, key: &Arg, lock: &mut LockKey<Write>, id: &[u
     if removed {
         ctx.replicate_drop(key, id);
         ctx.signal_modified(key);
+    }
+}
+
+/// What every grant does after storing and replicating it, on a lock or a semaphore: signals
+/// WATCH, publishes `pylock.acquire` or `pylock.handoff`, and counts a caller's grant (a
+/// waiter's is counted at its reply).
+fn announce_grant(ctx: Ctx, key: &Arg, to: GrantTo) {
+    ctx.signal_modified(key);
+    ctx.notify(
+        match to {
+            GrantTo::Caller => event::ACQUIRE,
+            GrantTo::Waiter => event::HANDOFF,
+        },
+        key,
+    );
+    if let GrantTo::Caller = to {
+        stats::ACQUIRED.incr();
     }
 }
