@@ -358,4 +358,47 @@ server_tests! {
             assert_eq!(&(held(&mut p, k), dump(&mut p, k), pexpiretime(&mut p, k)), w, "AOF: {k}");
         }
     }
+
+    /// SWAPDB moves semaphores to another database number without a per-key event. A lease
+    /// that passes its deadline there never counts (INFO, ACQUIRE; on the replica too), and
+    /// still leaves the stored value from the module's timer as its own expiry, which the
+    /// replica applies: the value on both is the primary's, without the key being touched.
+    fn after_swapdb_a_dead_lease_never_counts_and_leaves_by_the_timer(kind: Kind) {
+        let primary = Server::start(kind);
+        let replica = primary.start_replica(&[]);
+        let (mut p, mut r) = (primary.conn(), replica.conn());
+        // One semaphore in each database, at different keys, so no entry armed before the
+        // swap happens to name the key that now sits in its database.
+        take(&mut p, "in-0", "short-0", 700, 3).unwrap();
+        take(&mut p, "in-0", "long-0", 60_000, 3).unwrap();
+        redis::cmd("SELECT").arg(1).query::<()>(&mut p).unwrap();
+        take(&mut p, "in-1", "short-1", 700, 3).unwrap();
+        take(&mut p, "in-1", "long-1", 60_000, 3).unwrap();
+        redis::cmd("SWAPDB").arg(0).arg(1).query::<()>(&mut p).unwrap();
+        wait_replicas(&mut p, 1);
+        // Now "in-0" is in database 1 and "in-1" in database 0.
+        for (db, key, short, long) in [(1, "in-0", "short-0", "long-0"), (0, "in-1", "short-1", "long-1")] {
+            for con in [&mut p, &mut r] {
+                redis::cmd("SELECT").arg(db).query::<()>(con).unwrap();
+            }
+            wait_until(Duration::from_secs(5), || {
+                info(&mut p, key).is_some_and(|i| i.1 == 1) && info(&mut r, key).is_some_and(|i| i.1 == 1)
+            })
+            .unwrap_or_else(|_| panic!("{key}: the dead lease still counts: {:?}", info(&mut p, key)));
+            assert_eq!(ids(&mut p, key), [long]);
+            assert_eq!(ids(&mut r, key), [long]);
+            // No longer held by it: WATCH answers at once, as for any id not holding the key.
+            assert_eq!(query(&mut p, &[b"PYLOCK.WATCH", key.as_bytes(), short.as_bytes()]), Value::BulkString(b"notowned".to_vec()));
+            // The timer removes it, as a replicated expiry: no command touches the key.
+            wait_until(Duration::from_secs(5), || !stores(&mut p, key, short))
+                .unwrap_or_else(|_| panic!("{key}: {short} still stored in database {db} after SWAPDB"));
+            wait_replicas(&mut p, 1);
+            assert!(!stores(&mut r, key, short), "{key}: the replica applied the expiry");
+            assert_eq!(dump(&mut r, key), dump(&mut p, key), "{key}");
+            // Two places are free, not one.
+            assert!(take(&mut p, key, "x", 60_000, 3).is_some(), "{key}");
+            assert!(take(&mut p, key, "y", 60_000, 3).is_some(), "{key}");
+            assert_eq!(take(&mut p, key, "z", 60_000, 3), None, "{key}");
+        }
+    }
 }
