@@ -70,7 +70,9 @@ fn info(con: &mut redis::Connection, key: &str) -> Option<SemInfo> {
 
 /// INFO without what is read a moment apart (each lease's ttl) or is the server's own (its
 /// waiters): n, holders, and each lease's id and token, earliest deadline first.
-fn held(con: &mut redis::Connection, key: &str) -> Option<(i64, i64, Vec<(String, i64)>)> {
+type Held = (i64, i64, Vec<(String, i64)>);
+
+fn held(con: &mut redis::Connection, key: &str) -> Option<Held> {
     info(con, key).map(|(n, holders, _, leases)| {
         (
             n,

@@ -112,8 +112,12 @@ fn arm_moved(ctx: Ctx, key: &Arg) {
 /// flushed or swapped database is looked after at once, from a timer (the lock is gone, or is
 /// now another database's): a waiter never waits on a free key, and its watchers are answered
 /// `flushed`. A server that became a replica answers every watcher `demoted` (Redis 7.0 and
-/// Valkey end blocked clients themselves on a role change, before this event).
+/// Valkey end blocked clients themselves on a role change, before this event). A swap also
+/// moves the semaphores' expiry wake-ups to their keys' new database numbers.
 pub(crate) fn server_event(ctx: Ctx, event: ServerEvent) {
+    if let ServerEvent::Swapped(a, b) = event {
+        super::swap_expiries(ctx, a, b);
+    }
     if stats::WAITING.get() == 0 && stats::WATCHING.get() == 0 {
         return;
     }

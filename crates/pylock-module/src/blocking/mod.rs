@@ -566,6 +566,31 @@ pub(crate) fn arm_all_expiries(ctx: Ctx) {
     crate::storage::for_each_sem(ctx, |db, key, at| arm_expiry_at(ctx, db, key, at));
 }
 
+/// SWAPDB gave the semaphores of databases `a` and `b` each other's number, with no per-key
+/// event: each one armed there is armed again under its new number (no keyspace walk). The
+/// old entries stay and fire harmlessly: they find another semaphore, which they look after
+/// and arm again, or none.
+pub(crate) fn swap_expiries(ctx: Ctx, a: c_int, b: c_int) {
+    if a == b || ctx.flags().is_replica() {
+        return;
+    }
+    let moved: Vec<(c_int, Box<[u8]>, i64)> = REGISTRY.with(|r| {
+        let r = r.borrow();
+        [(a, b), (b, a)]
+            .into_iter()
+            .flat_map(|(from, to)| {
+                r.expiries
+                    .get(&from)
+                    .into_iter()
+                    .flat_map(move |m| m.iter().map(move |(key, (_, at))| (to, key.clone(), *at)))
+            })
+            .collect()
+    });
+    for (db, key, at) in moved {
+        arm_expiry_at(ctx, db, &key, at);
+    }
+}
+
 fn arm_expiry_at(ctx: Ctx, db: c_int, key: &[u8], at: i64) {
     let placed = REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
