@@ -87,6 +87,8 @@ struct Args {
     markdown: String,
     /// Phases to run (all when empty).
     only: Vec<String>,
+    /// The server to measure (`--server redis|valkey`, Redis by default).
+    kind: Kind,
 }
 
 const PHASES: [&str; 9] = [
@@ -107,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
     let mut plot = "target/bench/ratios.png".to_string();
     let mut markdown = "target/bench/results.md".to_string();
     let mut only = Vec::new();
+    let mut kind = Kind::Redis;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -124,10 +127,18 @@ fn parse_args() -> Result<Args, String> {
                 }
                 only.push(phase);
             }
+            "--server" => {
+                kind = match it.next().as_deref() {
+                    Some("redis") => Kind::Redis,
+                    Some("valkey") => Kind::Valkey,
+                    _ => return Err("--server redis|valkey".into()),
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--plot PATH.png] [--markdown PATH.md] [--only PHASE]...\n\
-                     Starts redis-server with the module and measures pylock against SET NX PX, \
+                    "usage: bench [--quick] [--reps N] [--plot PATH.png] [--markdown PATH.md] [--only PHASE]... \
+                     [--server redis|valkey]\n\
+                     Starts redis-server (or valkey-server) with the module and measures pylock against SET NX PX, \
                      the Lua scripts and BLPOP/RPUSH, side by side. Phases: {}.",
                     PHASES.join(", ")
                 );
@@ -146,6 +157,7 @@ fn parse_args() -> Result<Args, String> {
         plot,
         markdown,
         only,
+        kind,
     })
 }
 
@@ -199,9 +211,16 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let server = Server::start_with(Kind::Redis, &[]);
+    let server = Server::start_with(args.kind, &[]);
     let mut b = Bench::new(&server, args.plan);
-    let version = b.info("server", "redis_version").unwrap_or_default();
+    // Valkey reports a Redis-compatible `redis_version`; its own is `valkey_version`.
+    let version = match b.info("server", "valkey_version") {
+        Some(v) => format!("Valkey {v}"),
+        None => format!(
+            "Redis {}",
+            b.info("server", "redis_version").unwrap_or_default()
+        ),
+    };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -213,7 +232,7 @@ fn main() {
         .unwrap_or_default();
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "pylock benchmarks: Redis {version}, {cores} cores ({cpu}), {} reps{}",
+        "pylock benchmarks: {version}, {cores} cores ({cpu}), {} reps{}",
         args.plan.reps,
         if args.quick { ", --quick" } else { "" }
     );
@@ -237,7 +256,7 @@ fn main() {
     }
 
     let header = format!(
-        "Redis {version}, {cores} cores ({cpu}); medians of {} runs{}; {:.0} s",
+        "{version}, {cores} cores ({cpu}); medians of {} runs{}; {:.0} s",
         args.plan.reps,
         if args.quick { " (--quick)" } else { "" },
         started.elapsed().as_secs_f64()
