@@ -58,6 +58,15 @@ Options (task attributes: arguments of ``@app.task``, or of a subclass):
     ``False`` (default), ``True`` or a renewal interval in seconds: renew the lease while
     the task runs (a third of ``lock_ttl`` apart), and watch it (``PYLOCK.WATCH``), so
     that ``self.lease.lost`` is set the moment the lease ends, with ``self.lease.reason``.
+``lock_limit``
+    ``None`` (default): the lock's own kind (a lock, or the factory's ``limit``). An int n
+    (1 to 100,000): the task's lock key is a semaphore of up to n leases at once (the
+    factory's ``limit``, for this task's acquires): n runs of the task hold a lease at once
+    in the task, each under every ``lock_held`` policy (``"wait"`` queues for the next free
+    place); in enqueue mode each ``apply_async`` takes one of the n places and its message
+    carries it for the run to claim. A factory made with another ``limit`` is a
+    ``ValueError``; a key that exists with another n raises
+    :class:`~pylocks.errors.LimitMismatch` (the run fails, or ``apply_async`` raises).
 ``lock_lease_arg``
     the name of a task argument that may carry a lease id, the seed's explicit style:
     a producer that acquired itself passes the id there and ``apply_async`` takes no lock;
@@ -91,6 +100,7 @@ terminated with SIGTERM releases it as it unwinds.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import threading
@@ -99,7 +109,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from . import _core
 from .blocking import Keeper, LeaseWatch, RedisLockFactory, SingleLockHandle
-from .errors import LeaseLost, LockAlreadyHeld, LockClaimed
+from .errors import LeaseLost, LimitMismatch, LockAlreadyHeld, LockClaimed
 
 if TYPE_CHECKING:
     # Celery ships no type information: these declare the part of its API this module uses.
@@ -311,8 +321,10 @@ class LockedTask(Task):
     lock_on_retry: str = "keep"
     lock_keep_alive: Union[bool, float] = False
     lock_lease_arg: Optional[str] = None
+    lock_limit: Optional[int] = None
 
     _pylocks_names: Optional[Tuple[str, ...]] = None
+    _pylocks_limited: Optional[Tuple[RedisLockFactory, int, RedisLockFactory]] = None
 
     # --- configuration -------------------------------------------------------------------
 
@@ -326,7 +338,28 @@ class LockedTask(Task):
         if self.lock_on_retry not in RETRY_POLICIES:
             raise ValueError(f"task {self.name}: lock_on_retry must be one of {RETRY_POLICIES}, "
                              f"got {self.lock_on_retry!r}")
-        return self.lock
+        if self.lock_limit is None:
+            return self.lock
+        return self._limited(self.lock, self.lock_limit)
+
+    def _limited(self, factory: RedisLockFactory, limit: Any) -> RedisLockFactory:
+        """``factory`` with ``limit`` (``lock_limit``): a copy made once per task and factory."""
+        cached = self._pylocks_limited
+        if cached is not None and cached[0] is factory and cached[1] == limit:
+            return cached[2]
+        try:
+            n = _core.semaphore_limit(limit)
+        except ValueError:
+            raise ValueError(f"task {self.name}: lock_limit must be an int from 1 to {_core.MAX_LIMIT} "
+                             f"or None, got {limit!r}") from None
+        assert n is not None
+        if factory.limit is not None and factory.limit != n:
+            raise ValueError(f"task {self.name}: lock_limit={n}, but its lock factory was made with "
+                             f"limit={factory.limit}: give one of them, or the same n")
+        limited = copy.copy(factory)  # the same client (or lookup), prefix, ttl and class
+        limited.limit = n
+        self._pylocks_limited = (factory, n, limited)
+        return limited
 
     def _ttl(self) -> float:
         return self._factory().ttl if self.lock_ttl is None else float(self.lock_ttl)
@@ -503,6 +536,10 @@ class LockedTask(Task):
                 if held != "wait":
                     raise
                 handle = factory.acquire(*parts, ttl=ttl, lease_id=message, wait=self.lock_wait or ttl)
+        except LimitMismatch as err:
+            logger.error("task %s[%s]: lock_limit=%s does not match the key's: %s", self.name, request.id,
+                         factory.limit, err)
+            raise
         except LockAlreadyHeld as err:
             if held == "skip":
                 logger.info("task %s[%s] skipped: %s", self.name, request.id, err)
