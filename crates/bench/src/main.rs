@@ -509,7 +509,7 @@ impl<'a> Bench<'a> {
             "SET key uuid NX PX",
             &a,
             &s,
-            Some(Target::AtMost(1.0)),
+            Some(Target::AtMost(1.1)),
         );
         r.add_rps_pair(
             "ACQUIRE",
@@ -597,7 +597,7 @@ impl<'a> Bench<'a> {
             &le,
             None,
         );
-        r.add_time_pair("CONFIRM", "GET", &c, &g, None);
+        r.add_time_pair("CONFIRM", "GET", &c, &g, Some(Target::AtMost(1.2)));
         r.add_rps_pair("CONFIRM", "GET", &c, &g, None);
         self.flush();
     }
