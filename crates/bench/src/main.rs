@@ -8,7 +8,8 @@
 //!   throughput (`redis-benchmark -P 64`): ACQUIRE vs `SET key uuid NX PX`, CONFIRM … EXTEND vs
 //!   the EVALSHA compare-and-pexpire, CONFIRM vs `GET`; RELEASE vs the EVALSHA
 //!   compare-and-delete, driven from here because each lock can be released only once;
-//! - a full client cycle (acquire, confirm with EXTEND, release) with the `pylocks` client vs
+//! - a full client cycle (acquire, confirm with EXTEND, release; and acquire, release), its rate
+//!   and its client and server CPU per cycle, with the `pylocks` client vs
 //!   plain redis-rs with `SET NX PX` and the two Lua scripts;
 //! - memory per held lock (`used_memory` delta / `DBSIZE`) vs plain `SET key uuid PX` keys;
 //! - server CPU (`used_cpu_sys + used_cpu_user`) while all the keys expire;
@@ -288,6 +289,24 @@ struct Bench<'a> {
     extend_sha: String,
 }
 
+/// One side of a client-cycle run: cycles per second and CPU per cycle.
+struct CycleCost {
+    rate: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -509,7 +528,7 @@ impl<'a> Bench<'a> {
             "SET key uuid NX PX",
             &a,
             &s,
-            Some(Target::AtMost(1.0)),
+            Some(Target::AtMost(1.1)),
         );
         r.add_rps_pair(
             "ACQUIRE",
@@ -597,7 +616,7 @@ impl<'a> Bench<'a> {
             &le,
             None,
         );
-        r.add_time_pair("CONFIRM", "GET", &c, &g, None);
+        r.add_time_pair("CONFIRM", "GET", &c, &g, Some(Target::AtMost(1.2)));
         r.add_rps_pair("CONFIRM", "GET", &c, &g, None);
         self.flush();
     }
@@ -697,7 +716,12 @@ impl<'a> Bench<'a> {
 
     // -- full client cycle --
 
-    fn cycles(&self, pylocks_client: bool) -> f64 {
+    /// One side of the client cycle for `plan.cycle_secs`: acquire, (extend,) release, from
+    /// `plan.threads` threads with one connection each. The client's CPU is each thread's own
+    /// (`CLOCK_THREAD_CPUTIME_ID`: the client library, its reply parsing and the socket
+    /// calls, not the waiting); the server's is `used_cpu_sys + used_cpu_user` over the same
+    /// span (its idle cron included: a few µs per second).
+    fn cycles(&mut self, pylocks_client: bool, with_extend: bool) -> CycleCost {
         let threads = self.plan.threads;
         let dur = Duration::from_secs_f64(self.plan.cycle_secs);
         let factory = pylocks::LockFactory::builder("cycle", Duration::from_secs(60))
@@ -706,19 +730,25 @@ impl<'a> Bench<'a> {
             .expect("factory");
         let release = redis::Script::new(RELEASE_LUA);
         let extend = redis::Script::new(EXTEND_LUA);
+        let conns: Vec<_> = (0..threads).map(|_| self.server.conn()).collect();
+        let server_before = self.cpu_seconds();
         let start = Instant::now();
-        let total: u64 = thread::scope(|sc| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mut con = self.server.conn();
+        let (total, client_cpu): (u64, f64) = thread::scope(|sc| {
+            let handles: Vec<_> = conns
+                .into_iter()
+                .enumerate()
+                .map(|(t, mut con)| {
                     let (factory, release, extend) = (&factory, &release, &extend);
                     sc.spawn(move || {
+                        let cpu_before = thread_cpu_seconds();
                         let mut n = 0u64;
                         while start.elapsed() < dur {
                             let part = format!("{t}:{}", n % 1024);
                             if pylocks_client {
                                 let mut h = factory.acquire(&mut con, [&part]).expect("acquire");
-                                h.extend(&mut con, Duration::from_secs(60)).expect("extend");
+                                if with_extend {
+                                    h.extend(&mut con, Duration::from_secs(60)).expect("extend");
+                                }
                                 h.release(&mut con).expect("release");
                             } else {
                                 let k = format!("plain:{part}");
@@ -732,58 +762,105 @@ impl<'a> Bench<'a> {
                                     .query(&mut con)
                                     .expect("SET NX PX");
                                 assert!(ok.is_some(), "key {k} was held");
-                                let e: i64 = extend
-                                    .key(&k)
-                                    .arg(&id)
-                                    .arg(60_000)
-                                    .invoke(&mut con)
-                                    .expect("extend");
+                                if with_extend {
+                                    let e: i64 = extend
+                                        .key(&k)
+                                        .arg(&id)
+                                        .arg(60_000)
+                                        .invoke(&mut con)
+                                        .expect("extend");
+                                    assert_eq!(e, 1);
+                                }
                                 let d: i64 =
                                     release.key(&k).arg(&id).invoke(&mut con).expect("release");
-                                assert_eq!((e, d), (1, 1));
+                                assert_eq!(d, 1);
                             }
                             n += 1;
                         }
-                        n
+                        (n, thread_cpu_seconds() - cpu_before)
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or((0, 0.0)))
+                .fold((0, 0.0), |(n, c), (m, d)| (n + m, c + d))
         });
-        total as f64 / start.elapsed().as_secs_f64()
+        let secs = start.elapsed().as_secs_f64();
+        let server_cpu = self.cpu_seconds() - server_before;
+        let n = total.max(1) as f64;
+        CycleCost {
+            rate: total as f64 / secs,
+            client_us: client_cpu * 1e6 / n,
+            server_us: server_cpu * 1e6 / n,
+        }
     }
 
     fn client_cycle(&mut self, r: &mut Report) {
         println!(
-            "== full client cycle: acquire, confirm with EXTEND, release ({} threads, one connection each, {} s per side)",
+            "== full client cycle: acquire, (extend,) release ({} threads, one connection each, {} s per side)",
             self.plan.threads, self.plan.cycle_secs
         );
-        self.flush();
-        let (mut p, mut l) = (vec![], vec![]);
-        for rep in 0..self.plan.reps {
-            let (x, y) = if rep % 2 == 0 {
-                let x = self.cycles(true);
-                (x, self.cycles(false))
+        for with_extend in [true, false] {
+            let what = if with_extend {
+                "acquire, extend, release"
             } else {
-                let y = self.cycles(false);
-                (self.cycles(true), y)
+                "acquire, release"
             };
-            println!(
-                "  run {}: pylocks {x:.0} cycles/s | redis-rs + Lua {y:.0} cycles/s",
-                rep + 1
-            );
-            p.push(x);
-            l.push(y);
+            let base = if with_extend {
+                "redis-rs: SET NX PX, EVALSHA pexpire, EVALSHA del"
+            } else {
+                "redis-rs: SET NX PX, EVALSHA del"
+            };
+            self.flush();
+            let (mut p, mut l) = (vec![], vec![]);
+            for rep in 0..self.plan.reps {
+                let (x, y) = if rep % 2 == 0 {
+                    let x = self.cycles(true, with_extend);
+                    (x, self.cycles(false, with_extend))
+                } else {
+                    let y = self.cycles(false, with_extend);
+                    (self.cycles(true, with_extend), y)
+                };
+                println!(
+                    "  run {} ({what}): pylocks {:.0} cycles/s, client {:.1} µs CPU, server {:.1} µs CPU | \
+                     redis-rs + Lua {:.0} cycles/s, client {:.1} µs CPU, server {:.1} µs CPU",
+                    rep + 1,
+                    x.rate,
+                    x.client_us,
+                    x.server_us,
+                    y.rate,
+                    y.client_us,
+                    y.server_us
+                );
+                p.push(x);
+                l.push(y);
+            }
+            let med = |v: &[CycleCost], f: fn(&CycleCost) -> f64| median(v.iter().map(f).collect());
+            for (label, unit, f) in [
+                (
+                    "",
+                    "cycles/s",
+                    (|c: &CycleCost| c.rate) as fn(&CycleCost) -> f64,
+                ),
+                (" (client CPU)", "client CPU µs/cycle", |c: &CycleCost| {
+                    c.client_us
+                }),
+                (" (server CPU)", "server CPU µs/cycle", |c: &CycleCost| {
+                    c.server_us
+                }),
+            ] {
+                r.rows.push(Row {
+                    section: Section::Cycle,
+                    ours: format!("pylocks: {what}{label}"),
+                    base: base.into(),
+                    ours_v: med(&p, f),
+                    base_v: med(&l, f),
+                    unit,
+                    target: None,
+                });
+            }
         }
-        r.rows.push(Row {
-            section: Section::Cycle,
-            ours: "pylocks: acquire, extend, release".into(),
-            base: "redis-rs: SET NX PX, EVALSHA pexpire, EVALSHA del".into(),
-            ours_v: median(p),
-            base_v: median(l),
-            unit: "cycles/s",
-            target: None,
-        });
         self.flush();
     }
 
@@ -1383,7 +1460,7 @@ impl Section {
         match self {
             Section::ServerTime => "Server time per call (INFO commandstats usec_per_call)",
             Section::Throughput => "Pipelined throughput (redis-benchmark -P 64 -c 50; the RELEASE row: the Rust driver, one connection per thread, pipelines of 64)",
-            Section::Cycle => "Full client cycle, operations per second",
+            Section::Cycle => "Full client cycle: cycles per second, and CPU per cycle (the client threads' own, the server's used_cpu_sys + used_cpu_user)",
             Section::Memory => "Memory per key (used_memory delta / DBSIZE)",
             Section::Expiry => "Expiry cost (server used_cpu_sys + used_cpu_user while all keys expire)",
             Section::HandOff => "Hand-off: two clients pass one lock (ACQUIRE … BLOCK, RELEASE) against two clients passing one list element (BLPOP, RPUSH)",
@@ -1504,6 +1581,9 @@ impl Report {
                 let fmt = |v: f64| match r.unit {
                     "µs/call" => format!("{v:.2} µs"),
                     "CPU µs/key" => format!("{v:.2} µs CPU/key"),
+                    "client CPU µs/cycle" | "server CPU µs/cycle" => {
+                        format!("{v:.1} µs CPU/cycle")
+                    }
                     "bytes/key" => format!("{v:.1} B"),
                     "CPU µs/pass" => format!("{v:.2} µs CPU/pass"),
                     "µs/pass" => format!("{v:.2} µs/pass"),
@@ -1551,7 +1631,10 @@ impl Report {
                 label: match r.section {
                     Section::ServerTime => format!("{} time / {}", r.ours, r.base),
                     Section::Throughput => format!("{} ops/s / {}", r.ours, r.base),
-                    Section::Cycle => "client cycle: pylocks / redis-rs + Lua".into(),
+                    Section::Cycle => format!(
+                        "cycle {} / redis-rs + Lua",
+                        r.ours.trim_start_matches("pylocks: ")
+                    ),
                     Section::Memory => format!("memory: {} / {}", r.ours, r.base),
                     Section::Expiry => "expiry CPU: leases / plain keys".into(),
                     Section::HandOff => format!("hand-off {}: lock / BLPOP", r.unit),

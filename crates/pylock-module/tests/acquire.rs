@@ -37,6 +37,21 @@ server_tests! {
         assert_eq!(held.waiters, 0);
         let left = pexpiretime(&mut con, "lock:a") - now_ms();
         assert!((59_000..=60_000).contains(&left), "absolute expiry is set: {left}");
+        // Many server-made ids: every one a lowercase hyphenated v4 UUID, all different, and
+        // between them every hex digit in every one of the 32 places.
+        let mut seen = std::collections::HashSet::new();
+        let mut digits = vec![std::collections::HashSet::new(); 36];
+        for i in 0..400 {
+            let l = acquire(&mut con, &format!("lock:ids:{i}"), 60_000).expect("granted");
+            let id = l.id_str().to_string();
+            assert!(is_uuid_v4(&id), "{id:?}");
+            for (at, c) in id.chars().enumerate() {
+                digits[at].insert(c);
+            }
+            assert!(seen.insert(id), "ids repeat");
+        }
+        let free = (0..36).filter(|&at| ![8, 13, 14, 18, 19, 23].contains(&at));
+        assert!(free.clone().all(|at| digits[at].len() == 16), "{digits:?}");
         let t: String = redis::cmd("TYPE").arg("lock:a").query(&mut con).unwrap();
         assert_eq!(t, "pylock-lk");
     }
