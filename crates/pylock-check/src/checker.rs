@@ -1,6 +1,8 @@
-//! The contention checker: many clients hammer a few locks, and a checker proves from the
-//! server's own answers that no lock was ever held by two leases at once, that a claimed lease
-//! has one claimant, and that watchers learn of a lease's end in time and for the right reason.
+//! The contention checker: many clients hammer a few locks (or semaphores of n, with
+//! [`Config::limit`]), and a checker proves from the server's own answers that no lock was ever
+//! held by two leases at once (no semaphore by more than n), that no waiter was passed over,
+//! that a claimed lease has one claimant, and that watchers learn of a lease's end in time and
+//! for the right reason.
 //!
 //! Used by `crates/pylock-module/tests/contention.rs` (small runs, both servers, with and
 //! without faults) and `tests/cluster.rs`, and by `scripts/check-contention` (this crate's
@@ -38,20 +40,24 @@
 //!
 //! 1. **Token order.** If grant (or claim) A's reply arrived before grant B's request was sent,
 //!    the server granted A first, so A's token must be smaller. Tokens are never repeated.
-//! 2. **One valid lease at a time (timing).** A grant happened somewhere in its request/reply
-//!    window; a success (`CONFIRM`, renewal, claim, `RELEASE`) proves the lease valid somewhere
-//!    in its own window. So the lease was certainly valid from the grant's *reply* to the last
-//!    success's *request*. Two such intervals of one key must not overlap, and no other grant
-//!    of the key may fall wholly inside one.
-//! 3. **One valid lease at a time (server order).** The guarded section writes `e:<token>` on
-//!    entering and `x:<token>` on leaving to a per-key log list, in the server's own order. A
-//!    section followed by a success of its lease ran wholly under a valid lease, so two such
-//!    sections must not interleave in the log, and the fence must never refuse them.
+//! 2. **At most n valid leases at a time (timing).** A grant happened somewhere in its
+//!    request/reply window; a success (`CONFIRM`, renewal, claim, `RELEASE`) proves the lease
+//!    valid somewhere in its own window. So the lease was certainly valid from the grant's
+//!    *reply* to the last success's *request*. No more than n such intervals of one key may be
+//!    open at one moment (for a lock: two must not overlap), and no other grant of the key may
+//!    fall wholly inside n of them.
+//! 3. **At most n valid leases at a time (server order).** The guarded section writes
+//!    `e:<token>` on entering and `x:<token>` on leaving to a per-key log list, in the server's
+//!    own order. A section followed by a success of its lease ran wholly under a valid lease,
+//!    so no more than n such sections may be open at once in the log (for a lock: none
+//!    interleave), and for a lock the fence must never refuse them.
 //! 4. **Fencing keeps every update.** The section reads the key's counter and later writes
 //!    counter + 1, both through a Lua fence that refuses a token lower than the largest seen.
 //!    The final counter must equal the number of writes the fence accepted, and every accepted
 //!    write of a proven section must be in the log. A race's loser, writing with the claimed
-//!    lease's older token after the winner entered, must be refused.
+//!    lease's older token after the winner entered, must be refused. (This holds for n > 1
+//!    too: a write is accepted only if no section with a larger token entered since its read,
+//!    so no accepted write is overwritten unseen; concurrent holders are refused instead.)
 //! 5. **One claimant per lease.** Of all the claims of one lease (by its id and token), at most
 //!    one new id ever succeeds; a retry of it answers the same id and token; its token is
 //!    above the claimed lease's; and a `CLAIMED` answer means some client's claim of that lease
@@ -71,6 +77,14 @@
 //! 8. **Every grant is accounted for.** The server's `INFO pylock` counters equal what the
 //!    clients received, so no grant went to nobody; `PYLOCK.INFO` only ever shows granted
 //!    leases; no client is left waiting or watching.
+//! 9. **No waiter is passed over (FIFO).** A queue observer lists the server's clients about
+//!    every millisecond and records those blocked in `ACQUIRE … BLOCK`. A waiter seen queued
+//!    by time q came before every `ACQUIRE` of its key sent after q, so none of them may be
+//!    granted before it: if one was, the waiter's token must be smaller, or the waiter must
+//!    have timed out before that grant's reply could have been sent (its reply nil, and the
+//!    grant answered no earlier than the waiter's own timeout less 5 ms). Claims keep their
+//!    place and are not such requests; a wait that spans a reload is left out. One server
+//!    only (a cluster's clients are on several nodes).
 //!
 //! [`check_history`] holds every check that needs only the clients' records, so a history
 //! made by hand (the unit tests below) shows that each check fails when it should.
@@ -146,6 +160,9 @@ pub struct Config {
     pub watch_limit: Duration,
     /// Seed of the workers' generators.
     pub seed: u64,
+    /// Leases each key admits at once: 1 is a lock; above 1 every `ACQUIRE` says `LIMIT n`
+    /// and the key is a semaphore.
+    pub limit: u64,
 }
 
 impl Config {
@@ -161,6 +178,7 @@ impl Config {
             watch_percent: 50,
             watch_limit: Duration::from_millis(50),
             seed,
+            limit: 1,
         }
     }
 }
@@ -316,6 +334,36 @@ pub struct FenceProbe {
     pub above: i64,
     /// Whether the fence accepted the write (it must not).
     pub accepted: bool,
+}
+
+/// One `ACQUIRE … BLOCK` that had to wait or was answered, as its client saw it, for the FIFO
+/// check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Index of the lock.
+    pub key: usize,
+    /// The server's `CLIENT ID` of the worker's connection.
+    pub client: i64,
+    /// µs since the run's start when the request was sent.
+    pub sent: u64,
+    /// µs since the run's start when its reply arrived.
+    pub received: u64,
+    /// Its `BLOCK` timeout, ms.
+    pub block_ms: u64,
+    /// The granted lease's token, or `None` for nil (the wait timed out).
+    pub token: Option<i64>,
+}
+
+/// A moment the observer saw a client blocked in `PYLOCK.ACQUIRE`: within the `CLIENT LIST`
+/// call's request/reply window (µs since the run's start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenQueued {
+    /// The client's `CLIENT ID`.
+    pub client: i64,
+    /// When the `CLIENT LIST` was sent.
+    pub sent: u64,
+    /// When its reply arrived.
+    pub received: u64,
 }
 
 /// What a fault does to a server.
@@ -527,6 +575,10 @@ pub struct History {
     pub claims: Vec<Claim>,
     /// Every fenced write by a race's loser.
     pub fence_probes: Vec<FenceProbe>,
+    /// Every answered `ACQUIRE … BLOCK` (not the renewal retries).
+    pub waits: Vec<Wait>,
+    /// Every sighting of a client blocked in `PYLOCK.ACQUIRE` (one server only).
+    pub seen_queued: Vec<SeenQueued>,
     /// The faults injected, in order.
     pub faults: Vec<Fault>,
     /// Violations found while running (a non-owner's success, a wrong token, an unexpected
@@ -557,6 +609,13 @@ pub struct Report {
     pub claimed_leases: u64,
     /// Claimed leases whose claim was raced by a duplicate.
     pub raced_leases: u64,
+    /// Waiters seen queued (blocked in `ACQUIRE … BLOCK`) by the observer, each checked
+    /// against every grant requested after it was seen.
+    pub waiters_seen_queued: u64,
+    /// Pairs (a waiter seen queued, a grant of its key requested later) checked for FIFO order.
+    pub fifo_pairs: u64,
+    /// The most proven validity intervals of one key open at one moment (at most the limit).
+    pub peak_proven_concurrency: u64,
     /// Watches checked (answered).
     pub watches_checked: u64,
     /// Notification delays (µs, an upper bound: from the earliest moment the lease could have
@@ -662,12 +721,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "checked: {} time-ordered grant pairs, {} proven validity intervals, {} server log entries, {} claimed leases ({} raced)",
+            "checked: {} time-ordered grant pairs, {} proven validity intervals (at most {} open at once on one key), {} server log entries, {} claimed leases ({} raced), {} waiters seen queued against {} later-requested grants (FIFO)",
             self.ordered_pairs,
             self.proven_intervals,
+            self.peak_proven_concurrency,
             self.log_entries,
             self.claimed_leases,
-            self.raced_leases
+            self.raced_leases,
+            self.waiters_seen_queued,
+            self.fifo_pairs
         );
         crate::write_verdict(&mut s, &self.violations);
         s
@@ -722,12 +784,24 @@ redis.call('RPUSH', KEYS[2], 'x:' .. t .. ':1')
 return 1
 "#;
 
-/// A watched lease's deadline: KEYS = lock; ARGV = lease id. `PEXPIRETIME` (Unix ms) while
-/// that lease holds the lock, else nil.
+/// A watched lease's deadline: KEYS = lock; ARGV = lease id. Its deadline (Unix ms) while that
+/// lease holds the key, else nil: a lock's `PEXPIRETIME` (exact), or on a semaphore, whose key
+/// TTL is its latest lease's, the server's clock plus the lease's TTL left in `PYLOCK.INFO`
+/// (to within a millisecond either side).
 const DEADLINE: &str = r#"
 local info = redis.call('PYLOCK.INFO', KEYS[1])
-if not info or info[2] ~= ARGV[1] then return false end
-return redis.call('PEXPIRETIME', KEYS[1])
+if not info then return false end
+if info[1] == 'lease' then
+  if info[2] ~= ARGV[1] then return false end
+  return redis.call('PEXPIRETIME', KEYS[1])
+end
+for _, l in ipairs(info[8]) do
+  if l[1] == ARGV[1] then
+    local t = redis.call('TIME')
+    return math.floor(tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000) + l[3]
+  end
+end
+return false
 "#;
 
 /// A reply, classified.
@@ -890,6 +964,8 @@ struct Worker<'a> {
     n: usize,
     cfg: &'a Config,
     con: Box<dyn ConnectionLike + Send>,
+    /// `con`'s `CLIENT ID`, for the FIFO check; `None` on a cluster.
+    client_id: Option<i64>,
     /// The duplicate claimant's connection.
     dup: Box<dyn ConnectionLike + Send>,
     watcher: Option<Watcher>,
@@ -979,7 +1055,8 @@ impl Worker<'_> {
         self.out.counts.commands += 1;
         if let Ok(Value::Int(ms)) = query_retrying(&mut *self.con, &cmd, &mut None) {
             let at = (ms as i128 * 1000 - self.wall_start_us as i128).max(0) as u64;
-            self.out.grants[grant].deadline = (at, at + 1000);
+            let before = if self.cfg.limit > 1 { 1000 } else { 0 };
+            self.out.grants[grant].deadline = (at.saturating_sub(before), at + 1000);
         }
     }
 
@@ -1138,11 +1215,32 @@ impl Worker<'_> {
         if let Some(b) = &block {
             args.extend([b"BLOCK".as_slice(), b.as_bytes()]);
         }
+        let limit_s = self.cfg.limit.to_string();
+        if self.cfg.limit > 1 {
+            args.extend([b"LIMIT".as_slice(), limit_s.as_bytes()]);
+        }
         self.out.counts.acquires += 1;
         if block.is_some() {
             self.out.counts.blocking_acquires += 1;
         }
         let (r, sent, received) = self.send(&args);
+        if let (Some(client), Some(b)) = (self.client_id, &block) {
+            let token = match r {
+                Reply::Lease(_, t) => Some(Some(t)),
+                Reply::Nil => Some(None),
+                _ => None,
+            };
+            if let Some(token) = token {
+                self.out.waits.push(Wait {
+                    key,
+                    client,
+                    sent,
+                    received,
+                    block_ms: b.parse().unwrap_or(0),
+                    token,
+                });
+            }
+        }
         let (id, token) = match r {
             Reply::Nil => {
                 self.out.counts.contended += 1;
@@ -1164,13 +1262,16 @@ impl Worker<'_> {
         // A retry with the same LEASE, as after a lost reply: a renewal while the lease holds.
         if custom.is_some() && self.rng.chance(15) {
             self.out.counts.acquires += 1;
-            let retry: [&[u8]; 5] = [
+            let mut retry: Vec<&[u8]> = vec![
                 b"PYLOCK.ACQUIRE",
                 lock.as_bytes(),
                 ttl_s.as_bytes(),
                 b"LEASE",
                 &id,
             ];
+            if self.cfg.limit > 1 {
+                retry.extend([b"LIMIT".as_slice(), limit_s.as_bytes()]);
+            }
             let (r, sent, received) = self.send(&retry);
             match r {
                 Reply::Lease(_, t) if t == token => {
@@ -1602,9 +1703,34 @@ impl Worker<'_> {
         ) {
             Ok(Value::Nil) => {}
             Ok(Value::Array(items)) => match items.as_slice() {
-                [_, Value::BulkString(id), _, Value::Int(token), _, Value::Int(_), _, Value::Int(_)] => {
+                [_, Value::BulkString(id), _, Value::Int(token), _, Value::Int(_), _, Value::Int(_)]
+                    if self.cfg.limit == 1 =>
+                {
                     if self.out.seen_holders.len() < 100_000 {
                         self.out.seen_holders.push((key, id.clone(), *token));
+                    }
+                }
+                [Value::BulkString(l), Value::Int(n), _, Value::Int(holders), _, Value::Int(_), _, Value::Array(leases)]
+                    if l == b"limit" && self.cfg.limit > 1 =>
+                {
+                    if *n as u64 != self.cfg.limit
+                        || *holders as u64 > self.cfg.limit
+                        || leases.len() as i64 != *holders
+                    {
+                        self.violation(format!("PYLOCK.INFO replied {items:?}"));
+                    }
+                    for lease in leases {
+                        match lease {
+                            Value::Array(l) => match l.as_slice() {
+                                [Value::BulkString(id), Value::Int(token), Value::Int(_)] => {
+                                    if self.out.seen_holders.len() < 100_000 {
+                                        self.out.seen_holders.push((key, id.clone(), *token));
+                                    }
+                                }
+                                _ => self.violation(format!("PYLOCK.INFO replied {items:?}")),
+                            },
+                            _ => self.violation(format!("PYLOCK.INFO replied {items:?}")),
+                        }
                     }
                 }
                 _ => self.violation(format!("PYLOCK.INFO replied {items:?}")),
@@ -1612,6 +1738,49 @@ impl Worker<'_> {
             other => self.violation(format!("PYLOCK.INFO replied {other:?}")),
         }
     }
+}
+
+/// The queue observer: until the workers are done, lists the server's clients about every
+/// millisecond and records each one blocked in `PYLOCK.ACQUIRE` (a waiter in a key's queue, or
+/// one granted by a hand-off whose reply is still on its way), for the FIFO check.
+fn observe_queues(
+    mut con: Box<dyn ConnectionLike + Send>,
+    log: &Faults,
+    start: Instant,
+) -> Vec<SeenQueued> {
+    let since = |at: Instant| at.saturating_duration_since(start).as_micros() as u64;
+    let mut seen = Vec::new();
+    while !log.done() && seen.len() < 2_000_000 {
+        let mut sent = Some(Instant::now());
+        let list = query_retrying(
+            &mut *con,
+            redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal"),
+            &mut sent,
+        );
+        let received = since(Instant::now());
+        let sent = sent.map_or(0, since);
+        let text = match list {
+            Ok(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Value::VerbatimString { text, .. }) => text,
+            _ => String::new(),
+        };
+        for line in text.lines() {
+            let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
+            if field("cmd=") == Some("pylock.acquire")
+                && field("flags=").is_some_and(|f| f.contains('b'))
+            {
+                if let Some(client) = field("id=").and_then(|v| v.parse().ok()) {
+                    seen.push(SeenQueued {
+                        client,
+                        sent,
+                        received,
+                    });
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    seen
 }
 
 /// Where the workload runs: one server, or a cluster (each lock's keys share a hash tag, so
@@ -1677,9 +1846,20 @@ pub fn run(server: &impl Target, cfg: &Config, faults: impl FnOnce(&Faults) + Se
     };
     std::thread::scope(|scope| {
         let fault_thread = scope.spawn(|| faults(&fault_log));
+        let observer = server.sees_clients().then(|| {
+            let con = server.connect();
+            let log = &fault_log;
+            scope.spawn(move || observe_queues(con, log, start))
+        });
         let handles: Vec<_> = (0..cfg.workers)
             .map(|n| {
-                let con = server.connect();
+                let mut con = server.connect();
+                let client_id = server.sees_clients().then(|| {
+                    redis::cmd("CLIENT")
+                        .arg("ID")
+                        .query::<i64>(&mut *con)
+                        .expect("CLIENT ID")
+                });
                 let dup = server.connect();
                 let watcher = (cfg.watch_percent > 0).then(|| {
                     let mut wcon = server.connect();
@@ -1706,6 +1886,7 @@ pub fn run(server: &impl Target, cfg: &Config, faults: impl FnOnce(&Faults) + Se
                         n,
                         cfg,
                         con,
+                        client_id,
                         dup,
                         watcher,
                         rng: Rng::new(
@@ -1735,6 +1916,12 @@ pub fn run(server: &impl Target, cfg: &Config, faults: impl FnOnce(&Faults) + Se
         if fault_thread.join().is_err() {
             out.violations.push("the fault injector panicked".into());
         }
+        if let Some(observer) = observer {
+            match observer.join() {
+                Ok(seen) => out.seen_queued = seen,
+                Err(_) => out.violations.push("the queue observer panicked".into()),
+            }
+        }
     });
     out.faults = fault_log.log.into_inner().unwrap_or_default();
     out.elapsed = start.elapsed();
@@ -1749,6 +1936,8 @@ impl History {
         self.seen_holders.extend(h.seen_holders);
         self.claims.extend(h.claims);
         self.fence_probes.extend(h.fence_probes);
+        self.waits.extend(h.waits);
+        self.seen_queued.extend(h.seen_queued);
         self.violations.extend(h.violations);
         self.counts.add(&h.counts);
         for (total, n) in self.writes_per_key.iter_mut().zip(h.writes_per_key) {
@@ -1779,6 +1968,7 @@ pub fn check(server: &impl Target, cfg: &Config, history: &History) -> Report {
             value.unwrap_or(0),
             &sections,
             history.writes_per_key[key],
+            cfg.limit,
             &mut report.violations,
         );
     }
@@ -1842,8 +2032,13 @@ pub fn check_history(cfg: &Config, history: &History) -> Report {
     for key in 0..cfg.keys {
         let grants: Vec<&Grant> = history.grants.iter().filter(|g| g.key == key).collect();
         report.ordered_pairs += check_token_order(key, &grants, v);
-        report.proven_intervals += check_intervals(key, &grants, v);
+        let (proven, peak) = check_intervals(key, &grants, cfg.limit, v);
+        report.proven_intervals += proven;
+        report.peak_proven_concurrency = report.peak_proven_concurrency.max(peak);
     }
+    let (waiters, pairs) = check_fifo(history, v);
+    report.waiters_seen_queued = waiters;
+    report.fifo_pairs = pairs;
     // Per key, as the contract has it: on one server tokens are unique server-wide, but each
     // node of a cluster runs its own sequence, so two keys on two nodes may share a token.
     let mut tokens = HashSet::new();
@@ -2058,9 +2253,10 @@ pub fn check_resource(
     counter: u64,
     sections: &[&Section],
     writes_seen: u64,
+    limit: u64,
     v: &mut Vec<String>,
 ) -> u64 {
-    let confirmed = check_log(key, entries, sections, v);
+    let confirmed = check_log(key, entries, sections, limit, v);
     let accepted = entries
         .iter()
         .filter(|e| e.starts_with('x') && e.ends_with(":1"))
@@ -2114,9 +2310,12 @@ fn check_token_order(key: usize, grants: &[&Grant], v: &mut Vec<String>) -> u64 
     pairs
 }
 
-/// Check 2: proven validity intervals of one key never overlap, and no grant falls inside one.
-/// Returns how many leases had a proven interval.
-fn check_intervals(key: usize, grants: &[&Grant], v: &mut Vec<String>) -> u64 {
+/// Check 2: at no moment are more than `limit` proven validity intervals of one key open, and
+/// no grant falls wholly inside `limit` others' intervals (it took a place while all were
+/// surely taken). Returns how many leases had a proven interval, and the most open at once.
+fn check_intervals(key: usize, grants: &[&Grant], limit: u64, v: &mut Vec<String>) -> (u64, u64) {
+    let limit = limit.max(1) as usize;
+    let name = |g: &Grant| format!("{:?}/{}", String::from_utf8_lossy(&g.id), g.token);
     let mut intervals: Vec<(u64, u64, &Grant)> = grants
         .iter()
         .filter_map(|g| {
@@ -2124,51 +2323,182 @@ fn check_intervals(key: usize, grants: &[&Grant], v: &mut Vec<String>) -> u64 {
             (end > g.received).then_some((g.received, end, *g))
         })
         .collect();
-    intervals.sort_by_key(|i| i.0);
-    let mut reach: Option<(u64, &Grant)> = None;
+    intervals.sort_by_key(|i| (i.0, i.1));
+    // The sweep: intervals are open (start, end), so one that ends when another starts does
+    // not overlap it.
+    let mut open: Vec<(u64, &Grant)> = Vec::new();
+    let mut peak = 0;
+    let mut reported = 0;
     for &(start, end, g) in &intervals {
-        if let Some((until, other)) = reach {
-            if start < until {
-                v.push(format!(
-                    "key {key}: leases {:?}/{} and {:?}/{} were both valid between {start} and {} µs",
-                    String::from_utf8_lossy(&other.id), other.token,
-                    String::from_utf8_lossy(&g.id), g.token, until.min(end)
-                ));
-            }
+        open.retain(|&(until, _)| until > start);
+        if open.len() >= limit && reported < 20 {
+            reported += 1;
+            let mut names: Vec<String> = open.iter().map(|(_, o)| name(o)).collect();
+            names.push(name(g));
+            let until = open.iter().map(|o| o.0).min().unwrap_or(end).min(end);
+            v.push(format!(
+                "key {key}: leases {} were all valid between {start} and {until} µs, more than the limit {limit}",
+                names.join(", ")
+            ));
         }
-        if reach.is_none_or(|(until, _)| end > until) {
-            reach = Some((end, g));
-        }
+        open.push((end, g));
+        peak = peak.max(open.len());
     }
-    // A grant wholly inside another lease's proven interval.
+    // A grant wholly inside `limit` other leases' proven intervals.
     let mut by_sent: Vec<&Grant> = grants.to_vec();
     by_sent.sort_by_key(|g| g.sent);
     let mut j = 0;
-    let mut reach: Option<(u64, &Grant)> = None;
+    // Intervals begun before the grant's request, by end.
+    let mut ends: std::collections::BTreeMap<(u64, usize), &Grant> = Default::default();
     for g in by_sent {
         while j < intervals.len() && intervals[j].0 < g.sent {
-            let (_, end, other) = intervals[j];
-            if reach.is_none_or(|(until, _)| end > until) {
-                reach = Some((end, other));
-            }
+            ends.insert((intervals[j].1, j), intervals[j].2);
             j += 1;
         }
-        if let Some((until, other)) = reach {
-            if g.received < until && other.token != g.token {
+        // Ends at or before this request can cover no later one either.
+        ends = ends.split_off(&(g.sent + 1, 0));
+        let covering: Vec<&Grant> = ends
+            .range((g.received + 1, 0)..)
+            .map(|(_, o)| *o)
+            .filter(|o| o.token != g.token)
+            .take(limit)
+            .collect();
+        if covering.len() >= limit && reported < 40 {
+            reported += 1;
+            let names: Vec<String> = covering.iter().map(|o| name(o)).collect();
+            v.push(format!(
+                "key {key}: lease {} was granted between {} and {} µs, while {} held all {limit} places (each valid throughout)",
+                name(g),
+                g.sent,
+                g.received,
+                names.join(", ")
+            ));
+        }
+    }
+    (intervals.len() as u64, peak as u64)
+}
+
+/// Check 9 (FIFO): a waiter the observer saw queued (blocked in `ACQUIRE … BLOCK`) before
+/// another caller's `ACQUIRE` of the key was sent must not be passed over by it: if that later
+/// request was granted, the waiter was granted first (a smaller token), or it had timed out
+/// before (its reply nil, and the later grant's reply not before the waiter's timeout could
+/// have fired). Claims take no new place and are not later requests. A waiter whose wait
+/// spans a reload is left out (the server empties and reloads the keys, serving the queue
+/// from the flush). Returns the waiters checked and the pairs checked.
+fn check_fifo(history: &History, v: &mut Vec<String>) -> (u64, u64) {
+    // How early a timeout may fire against the client's clock: the server reads whole ms.
+    const SLACK_US: u64 = 5000;
+    let mut seen: HashMap<i64, Vec<&SeenQueued>> = HashMap::new();
+    for s in &history.seen_queued {
+        seen.entry(s.client).or_default().push(s);
+    }
+    for list in seen.values_mut() {
+        list.sort_by_key(|s| s.sent);
+    }
+    // Per key: the new-place grants by request time, with the suffix minima of token and of
+    // reply time (the earliest-token grant and earliest-answered grant requested after a time).
+    struct Later<'a> {
+        sent: Vec<u64>,
+        min_token: Vec<&'a Grant>,
+        min_received: Vec<&'a Grant>,
+    }
+    let mut later: HashMap<usize, Later> = HashMap::new();
+    let mut keys: HashMap<usize, Vec<&Grant>> = HashMap::new();
+    for g in history.grants.iter().filter(|g| g.claimed_from.is_none()) {
+        keys.entry(g.key).or_default().push(g);
+    }
+    for (key, mut gs) in keys {
+        gs.sort_by_key(|g| g.sent);
+        let mut min_token = gs.clone();
+        let mut min_received = gs.clone();
+        for i in (0..gs.len().saturating_sub(1)).rev() {
+            if min_token[i + 1].token < min_token[i].token {
+                min_token[i] = min_token[i + 1];
+            }
+            if min_received[i + 1].received < min_received[i].received {
+                min_received[i] = min_received[i + 1];
+            }
+        }
+        let sent = gs.iter().map(|g| g.sent).collect();
+        later.insert(
+            key,
+            Later {
+                sent,
+                min_token,
+                min_received,
+            },
+        );
+    }
+    let (mut waiters, mut pairs) = (0, 0);
+    let mut reported = 0;
+    for w in &history.waits {
+        if history
+            .faults
+            .iter()
+            .any(|f| f.kind == FaultKind::Reload && f.from < w.received && f.to > w.sent)
+        {
+            continue;
+        }
+        // The earliest sighting wholly inside the wait's window: the client had this request
+        // queued by the sighting's reply.
+        let Some(queued) = seen.get(&w.client).and_then(|list| {
+            let i = list.partition_point(|s| s.sent < w.sent);
+            list[i..]
+                .iter()
+                .take_while(|s| s.sent <= w.received)
+                .find(|s| s.received <= w.received)
+                .map(|s| s.received)
+        }) else {
+            continue;
+        };
+        let Some(l) = later.get(&w.key) else { continue };
+        let i = l.sent.partition_point(|&t| t <= queued);
+        if i == l.sent.len() {
+            waiters += 1;
+            continue;
+        }
+        waiters += 1;
+        pairs += (l.sent.len() - i) as u64;
+        let skipped = match w.token {
+            Some(t) => (l.min_token[i].token < t).then_some(l.min_token[i]),
+            None => {
+                let b = l.min_received[i];
+                (b.received + SLACK_US < w.sent + w.block_ms * 1000).then_some(b)
+            }
+        };
+        if let Some(b) = skipped {
+            if reported < 20 {
+                reported += 1;
                 v.push(format!(
-                    "key {key}: lease {:?}/{} was granted between {} and {} µs, while {:?}/{} was valid until at least {until} µs",
-                    String::from_utf8_lossy(&g.id), g.token, g.sent, g.received,
-                    String::from_utf8_lossy(&other.id), other.token
+                    "key {}: a waiter (client {}, sent at {} µs, BLOCK {} ms, seen queued by {queued} µs, answered {} at {} µs) was passed over by lease {:?}/{} requested at {} µs and granted by {} µs",
+                    w.key,
+                    w.client,
+                    w.sent,
+                    w.block_ms,
+                    w.token.map_or("nil".to_string(), |t| format!("token {t}")),
+                    w.received,
+                    String::from_utf8_lossy(&b.id),
+                    b.token,
+                    b.sent,
+                    b.received
                 ));
             }
         }
     }
-    intervals.len() as u64
+    (waiters, pairs)
 }
 
-/// Check 3: in the server's log order, sections that ran under a valid lease never interleave,
-/// and the fence never refused them. Returns how many such sections there were.
-fn check_log(key: usize, entries: &[String], sections: &[&Section], v: &mut Vec<String>) -> u64 {
+/// Check 3: in the server's log order, no more than `limit` sections that ran under a valid
+/// lease are ever open at once (for a lock: they never interleave), and, for a lock, the fence
+/// never refused them (with n > 1 a valid lease's token may be below another's, and the fence
+/// refuses it by design). Returns how many such sections there were.
+fn check_log(
+    key: usize,
+    entries: &[String],
+    sections: &[&Section],
+    limit: u64,
+    v: &mut Vec<String>,
+) -> u64 {
     let confirmed: HashMap<i64, &Section> = sections
         .iter()
         .filter(|s| s.confirmed)
@@ -2189,7 +2519,7 @@ fn check_log(key: usize, entries: &[String], sections: &[&Section], v: &mut Vec<
         if !confirmed.contains_key(&token) {
             continue;
         }
-        if ok != "1" {
+        if ok != "1" && limit <= 1 {
             v.push(format!(
                 "key {key}: the fence refused {kind} of token {token}, whose lease was valid throughout"
             ));
@@ -2210,18 +2540,21 @@ fn check_log(key: usize, entries: &[String], sections: &[&Section], v: &mut Vec<
     let mut spans: Vec<(usize, usize, i64)> =
         spans.into_iter().map(|(t, (a, b))| (a, b, t)).collect();
     spans.sort_unstable();
-    let mut reach: Option<(usize, i64)> = None;
+    let limit = limit.max(1) as usize;
+    let mut open: Vec<(usize, i64)> = Vec::new();
+    let mut reported = 0;
     for &(start, end, token) in &spans {
-        if let Some((until, other)) = reach {
-            if start <= until {
-                v.push(format!(
-                    "key {key}: sections of tokens {other} and {token} interleaved at log entry {start}, both under valid leases"
-                ));
-            }
+        open.retain(|&(until, _)| until >= start);
+        if open.len() >= limit && reported < 20 {
+            reported += 1;
+            let mut tokens: Vec<String> = open.iter().map(|(_, t)| t.to_string()).collect();
+            tokens.push(token.to_string());
+            v.push(format!(
+                "key {key}: sections of tokens {} interleaved at log entry {start}, all under valid leases, more than the limit {limit}",
+                tokens.join(", ")
+            ));
         }
-        if reach.is_none_or(|(until, _)| end > until) {
-            reach = Some((end, token));
-        }
+        open.push((end, token));
     }
     confirmed.len() as u64
 }
@@ -2353,7 +2686,7 @@ mod tests {
         let mut h = sound();
         // The old lease proven valid after the claim's reply: two valid leases at once.
         h.grants[0].last_proof = Some(30 * MS);
-        fails_with(&h, "were both valid");
+        fails_with(&h, "were all valid");
     }
 
     #[test]
@@ -2377,15 +2710,15 @@ mod tests {
         let mut v = Vec::new();
         // Sound: the winner's section, and the loser refused.
         let good = log(&["e:11:1", "x:10:0", "x:11:1"]);
-        assert_eq!(check_resource(0, &good, 1, &refs, 1, &mut v), 1);
+        assert_eq!(check_resource(0, &good, 1, &refs, 1, 1, &mut v), 1);
         assert!(v.is_empty(), "{v:?}");
         // The loser's write accepted over the winner's read: two accepted writes, counter 1.
         let lost = log(&["e:11:1", "x:10:1", "x:11:1"]);
-        check_resource(0, &lost, 1, &refs, 2, &mut v);
+        check_resource(0, &lost, 1, &refs, 2, 1, &mut v);
         assert!(v.iter().any(|v| v.contains("an update was lost")), "{v:?}");
         // The winner's accepted write missing from the log.
         let mut v = Vec::new();
-        check_resource(0, &log(&["e:11:1"]), 1, &refs, 1, &mut v);
+        check_resource(0, &log(&["e:11:1"]), 1, &refs, 1, 1, &mut v);
         assert!(
             v.iter().any(|v| v.contains("missing from the log")),
             "{v:?}"
@@ -2479,5 +2812,191 @@ mod tests {
         // A confirmed watch may not.
         h.grants[1].watch.as_mut().unwrap().confirmed = true;
         fails_with(&h, "was answered Reason(\"notheld\")");
+    }
+
+    fn with_limit(limit: u64) -> Config {
+        Config { limit, ..cfg() }
+    }
+
+    /// A grant of `id`/`token` in `window` (ms), proven valid until `proof` ms.
+    fn proven(id: &str, token: i64, window: (u64, u64), proof: Option<u64>) -> Grant {
+        let mut g = Grant::new(0, id.as_bytes(), token, (window.0 * MS, window.1 * MS), 100);
+        g.last_proof = proof.map(|p| p * MS);
+        g
+    }
+
+    #[test]
+    fn a_semaphore_admits_n_proven_leases_at_once_and_no_more() {
+        let h = History {
+            grants: vec![
+                proven("a", 1, (0, 1), Some(50)),
+                proven("b", 2, (1, 2), Some(50)),
+                proven("c", 3, (2, 3), Some(50)),
+            ],
+            ..History::default()
+        };
+        for limit in [1, 2] {
+            let v = check_history(&with_limit(limit), &h).violations;
+            assert!(
+                v.iter().any(|v| v.contains("were all valid")
+                    && v.contains(&format!("more than the limit {limit}"))),
+                "limit {limit}: {v:?}"
+            );
+        }
+        let r = check_history(&with_limit(3), &h);
+        assert!(r.passed(), "{:?}", r.violations);
+        assert_eq!((r.proven_intervals, r.peak_proven_concurrency), (3, 3));
+        // One that ends as another begins does not overlap it.
+        let h = History {
+            grants: vec![
+                proven("a", 1, (0, 1), Some(10)),
+                proven("b", 2, (9, 10), Some(50)),
+            ],
+            ..History::default()
+        };
+        let r = check_history(&with_limit(1), &h);
+        assert!(r.passed(), "{:?}", r.violations);
+        assert_eq!(r.peak_proven_concurrency, 1);
+    }
+
+    #[test]
+    fn a_grant_while_every_place_is_surely_taken_fails() {
+        // "c" granted at 10-11 ms, while "a" and "b" were valid from before 10 ms to 50 ms.
+        let h = History {
+            grants: vec![
+                proven("a", 1, (0, 1), Some(50)),
+                proven("b", 2, (1, 2), Some(50)),
+                proven("c", 3, (10, 11), None),
+            ],
+            ..History::default()
+        };
+        let v = check_history(&with_limit(2), &h).violations;
+        assert!(v.iter().any(|v| v.contains("held all 2 places")), "{v:?}");
+        let r = check_history(&with_limit(3), &h);
+        assert!(r.passed(), "{:?}", r.violations);
+        // Requested before "b" was surely valid: nothing proven.
+        let mut h = h;
+        h.grants[2] = proven("c", 3, (1, 11), None);
+        let r = check_history(&with_limit(2), &h);
+        assert!(r.passed(), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn sections_of_a_semaphore_interleave_up_to_n() {
+        let section = |token, wrote| Section {
+            key: 0,
+            token,
+            confirmed: true,
+            entered: true,
+            wrote,
+        };
+        let sections = [section(1, false), section(2, true), section(3, true)];
+        let refs: Vec<&Section> = sections.iter().collect();
+        let log = |e: &[&str]| e.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Two open at once, then the third after both left; token 1's write is refused by the
+        // fence (token 2 entered after it), which a semaphore allows.
+        let two = log(&["e:1:1", "e:2:1", "x:1:0", "x:2:1", "e:3:1", "x:3:1"]);
+        let mut v = Vec::new();
+        assert_eq!(check_resource(0, &two, 2, &refs[..], 2, 2, &mut v), 3);
+        assert!(v.is_empty(), "{v:?}");
+        // A lock may not interleave, and its fence may not refuse a valid lease.
+        check_resource(0, &two, 2, &refs[..], 2, 1, &mut v);
+        assert!(
+            v.iter().any(|v| v.contains("interleaved at log entry 1")),
+            "{v:?}"
+        );
+        assert!(
+            v.iter()
+                .any(|v| v.contains("the fence refused x of token 1")),
+            "{v:?}"
+        );
+        // Three open at once exceeds n = 2.
+        let three = log(&["e:1:1", "e:2:1", "e:3:1", "x:1:0", "x:2:0", "x:3:1"]);
+        let sections = [section(1, false), section(2, false), section(3, true)];
+        let refs: Vec<&Section> = sections.iter().collect();
+        let mut v = Vec::new();
+        check_resource(0, &three, 1, &refs[..], 1, 2, &mut v);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("tokens 1, 2, 3 interleaved") && v.contains("limit 2")),
+            "{v:?}"
+        );
+        let mut v = Vec::new();
+        check_resource(0, &three, 1, &refs[..], 1, 3, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    /// A waiter (client 7) sent at 0 ms with BLOCK 100, seen queued at 1-2 ms, granted token
+    /// 12 at 30 ms; lease "b" requested at 5 ms and granted at 6 ms with `b_token`.
+    fn fifo(w_token: Option<i64>, b_token: i64) -> History {
+        let received = if w_token.is_some() { 30 } else { 101 };
+        let mut grants = vec![proven("b", b_token, (5, 6), None)];
+        if let Some(t) = w_token {
+            grants.push(proven("w", t, (0, received), None));
+        }
+        History {
+            grants,
+            waits: vec![Wait {
+                key: 0,
+                client: 7,
+                sent: 0,
+                received: received * MS,
+                block_ms: 100,
+                token: w_token,
+            }],
+            seen_queued: vec![
+                SeenQueued {
+                    client: 8,
+                    sent: MS,
+                    received: 2 * MS,
+                },
+                SeenQueued {
+                    client: 7,
+                    sent: MS,
+                    received: 2 * MS,
+                },
+            ],
+            ..History::default()
+        }
+    }
+
+    #[test]
+    fn a_waiter_passed_over_by_a_later_caller_fails() {
+        // Granted after "b", which came later: skipped.
+        fails_with(&fifo(Some(12), 11), "was passed over by lease \"b\"/11");
+        // Granted before it: sound.
+        let r = check_history(&cfg(), &fifo(Some(10), 11));
+        assert!(r.passed(), "{:?}", r.violations);
+        assert_eq!((r.waiters_seen_queued, r.fifo_pairs), (1, 1));
+        // Timed out while still queued (its timeout 100 ms, "b" granted by 6 ms): skipped.
+        fails_with(&fifo(None, 11), "answered nil");
+        // Timed out before "b" was requested: sound.
+        let mut h = fifo(None, 11);
+        h.waits[0].block_ms = 3;
+        h.waits[0].received = 4 * MS;
+        h.seen_queued[1].received = 3 * MS;
+        assert!(violations(&h).is_empty(), "{:?}", violations(&h));
+        // "b" requested before the waiter was surely queued: nothing is proven.
+        let mut h = fifo(Some(12), 11);
+        h.grants[0].sent = 1500;
+        assert!(violations(&h).is_empty(), "{:?}", violations(&h));
+        // A sighting of another client, or one outside the wait, proves nothing.
+        let mut h = fifo(Some(12), 11);
+        h.seen_queued.remove(1);
+        assert!(violations(&h).is_empty(), "{:?}", violations(&h));
+        // A claim takes no new place.
+        let mut h = fifo(Some(12), 11);
+        h.grants[0].claimed_from = Some(b"x".to_vec());
+        assert!(violations(&h).is_empty(), "{:?}", violations(&h));
+        // A reload during the wait: left out.
+        let mut h = fifo(Some(12), 11);
+        h.faults.push(Fault {
+            kind: FaultKind::Reload,
+            from: 3 * MS,
+            to: 4 * MS,
+        });
+        let r = check_history(&cfg(), &h);
+        assert!(r.passed(), "{:?}", r.violations);
+        assert_eq!(r.waiters_seen_queued, 0);
     }
 }

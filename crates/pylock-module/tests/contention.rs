@@ -1,6 +1,7 @@
 //! The contention checker (`pylock_check::checker`) at a small size on real servers: plain, and
-//! through SIGSTOP/SIGCONT, `DEBUG RELOAD` and `DEBUG LOADAOF` during the load. Each run takes
-//! a few seconds; `scripts/check-contention` runs the same workload for longer.
+//! through SIGSTOP/SIGCONT, `DEBUG RELOAD` and `DEBUG LOADAOF` during the load; on locks, and
+//! on semaphores of 3 (`LIMIT 3`). Each run takes a few seconds; `scripts/check-contention`
+//! runs the same workload for longer.
 
 use std::time::Duration;
 
@@ -47,6 +48,32 @@ fn verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {
         report.raced_leases > 0 && report.watches_checked >= 5,
         "{summary}"
     );
+    // The FIFO check had waiters seen queued, and later callers to hold against them.
+    assert!(
+        report.waiters_seen_queued > 0 && report.fifo_pairs > 0,
+        "{summary}"
+    );
+}
+
+/// A semaphore run: 3 places per key, 10 workers on 2 keys, so places run out and waiters
+/// queue; the run must have had more than one lease proven valid at once.
+fn semaphore_config(kind: Kind, salt: u64) -> Config {
+    Config {
+        limit: 3,
+        workers: 10,
+        keys: 2,
+        ..config(kind, salt)
+    }
+}
+
+fn semaphore_verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {
+    verdict(kind, what, cfg, report);
+    assert!(
+        report.peak_proven_concurrency >= 2,
+        "no two leases of one key were proven valid at once:\n{}",
+        report.summary()
+    );
+    assert!(report.counts.contended > 0, "{}", report.summary());
 }
 
 server_tests! {
@@ -117,5 +144,54 @@ server_tests! {
         println!("{loads} DEBUG LOADAOFs");
         verdict(kind, "DEBUG LOADAOF", &cfg, &report);
         assert!(loads >= 2, "only {loads} loads");
+    }
+
+    fn a_semaphore_of_three_never_has_four_holders_and_skips_no_waiter(kind: Kind) {
+        let s = Server::start(kind);
+        let cfg = semaphore_config(kind, 5);
+        let history = checker::run(&s, &cfg, |_| {});
+        let report = checker::check(&s, &cfg, &history);
+        semaphore_verdict(kind, "LIMIT 3", &cfg, &report);
+        assert!(report.counts.own_lease_lost > 0, "{}", report.summary());
+    }
+
+    fn a_semaphore_of_three_survives_stops_reloads_and_aof_loads(kind: Kind) {
+        let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
+        s.wait_aof_rewrite_done();
+        let cfg = semaphore_config(kind, 6);
+        let (mut stops, mut reloads, mut loads) = (0, 0, 0);
+        let history = checker::run(&s, &cfg, |faults| {
+            let mut con = s.conn();
+            let mut turn = 0;
+            while faults.sleep(250) {
+                turn += 1;
+                match turn % 3 {
+                    0 => {
+                        faults.inject(FaultKind::Stop, || {
+                            s.signal("STOP");
+                            std::thread::sleep(Duration::from_millis(150));
+                            s.signal("CONT");
+                        });
+                        stops += 1;
+                    }
+                    1 => {
+                        faults.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD")
+                        });
+                        reloads += 1;
+                    }
+                    _ => {
+                        faults.inject(FaultKind::Reload, || {
+                            redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF")
+                        });
+                        loads += 1;
+                    }
+                }
+            }
+        });
+        let report = checker::check(&s, &cfg, &history);
+        println!("{stops} SIGSTOP/SIGCONT, {reloads} DEBUG RELOAD, {loads} DEBUG LOADAOF");
+        semaphore_verdict(kind, "LIMIT 3 with faults", &cfg, &report);
+        assert!(stops >= 1 && reloads >= 1 && loads >= 1, "{stops} {reloads} {loads}");
     }
 }

@@ -6,7 +6,7 @@
 //! Options: `--seconds N` (60), `--server redis|valkey|both` (both), `--workers N` (16),
 //! `--keys N` (4), `--faults none|stop|reload|all` (all), `--seed N`, `--watch-limit-ms N`
 //! (50: how late a watcher may be answered), `--claim-percent N` (30), `--watch-percent N`
-//! (50).
+//! (50), `--limit N` (1: a lock; above 1 every key is a semaphore of N).
 
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ fn main() {
             watch_limit: Duration::from_millis(num("--watch-limit-ms", 50)),
             claim_percent: num("--claim-percent", 30),
             watch_percent: num("--watch-percent", 50),
+            limit: num("--limit", 1),
             ..Config::small(0)
         };
         let s = Server::start_with(kind, &["--appendonly", "yes", "--appendfsync", "always"]);
@@ -85,11 +86,12 @@ fn main() {
         });
         let report = checker::check(&s, &cfg, &history);
         println!(
-            "== {} (seed {}, {} workers, {} keys): faults injected: {stops} SIGSTOP/SIGCONT, {reloads} DEBUG RELOAD, {loadaofs} DEBUG LOADAOF",
+            "== {} (seed {}, {} workers, {} keys, limit {}): faults injected: {stops} SIGSTOP/SIGCONT, {reloads} DEBUG RELOAD, {loadaofs} DEBUG LOADAOF",
             kind.name(),
             cfg.seed,
             cfg.workers,
-            cfg.keys
+            cfg.keys,
+            cfg.limit
         );
         println!("{}", report.summary());
         failed |= !report.passed();
