@@ -2980,9 +2980,12 @@ mod tests {
         let mut h = fifo(Some(12), 11);
         h.grants[0].sent = 1500;
         assert!(violations(&h).is_empty(), "{:?}", violations(&h));
-        // A sighting of another client, or one outside the wait, proves nothing.
+        // A sighting of another client, or one not wholly inside the wait, proves nothing.
         let mut h = fifo(Some(12), 11);
         h.seen_queued.remove(1);
+        assert!(violations(&h).is_empty(), "{:?}", violations(&h));
+        let mut h = fifo(Some(12), 11);
+        h.seen_queued[1].received = 31 * MS;
         assert!(violations(&h).is_empty(), "{:?}", violations(&h));
         // A claim takes no new place.
         let mut h = fifo(Some(12), 11);

@@ -76,6 +76,25 @@ fn semaphore_verdict(kind: Kind, what: &str, cfg: &Config, report: &Report) {
     assert!(report.counts.contended > 0, "{}", report.summary());
 }
 
+/// One SIGSTOP/SIGCONT of `s`, `ms` apart, recorded as a fault.
+fn stop(faults: &checker::Faults, s: &Server, ms: u64) {
+    faults.inject(FaultKind::Stop, || {
+        s.signal("STOP");
+        std::thread::sleep(Duration::from_millis(ms));
+        s.signal("CONT");
+    });
+}
+
+/// One `DEBUG RELOAD` or `DEBUG LOADAOF` (`what`), recorded as a fault.
+fn reload(faults: &checker::Faults, con: &mut redis::Connection, what: &str) {
+    faults.inject(FaultKind::Reload, || {
+        redis::cmd("DEBUG")
+            .arg(what)
+            .query::<()>(con)
+            .unwrap_or_else(|e| panic!("DEBUG {what}: {e}"))
+    });
+}
+
 server_tests! {
     fn no_lock_is_granted_twice_under_contention(kind: Kind) {
         let s = Server::start(kind);
@@ -93,11 +112,7 @@ server_tests! {
         let mut stops = 0;
         let history = checker::run(&s, &cfg, |faults| {
             while faults.sleep(300) {
-                faults.inject(FaultKind::Stop, || {
-                    s.signal("STOP");
-                    std::thread::sleep(Duration::from_millis(200));
-                    s.signal("CONT");
-                });
+                stop(faults, &s, 200);
                 stops += 1;
             }
         });
@@ -114,9 +129,7 @@ server_tests! {
         let history = checker::run(&s, &cfg, |faults| {
             let mut con = s.conn();
             while faults.sleep(250) {
-                faults.inject(FaultKind::Reload, || {
-                    redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD")
-                });
+                reload(faults, &mut con, "RELOAD");
                 reloads += 1;
             }
         });
@@ -134,9 +147,7 @@ server_tests! {
         let history = checker::run(&s, &cfg, |faults| {
             let mut con = s.conn();
             while faults.sleep(250) {
-                faults.inject(FaultKind::Reload, || {
-                    redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF")
-                });
+                reload(faults, &mut con, "LOADAOF");
                 loads += 1;
             }
         });
@@ -167,23 +178,15 @@ server_tests! {
                 turn += 1;
                 match turn % 3 {
                     0 => {
-                        faults.inject(FaultKind::Stop, || {
-                            s.signal("STOP");
-                            std::thread::sleep(Duration::from_millis(150));
-                            s.signal("CONT");
-                        });
+                        stop(faults, &s, 150);
                         stops += 1;
                     }
                     1 => {
-                        faults.inject(FaultKind::Reload, || {
-                            redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con).expect("DEBUG RELOAD")
-                        });
+                        reload(faults, &mut con, "RELOAD");
                         reloads += 1;
                     }
                     _ => {
-                        faults.inject(FaultKind::Reload, || {
-                            redis::cmd("DEBUG").arg("LOADAOF").query::<()>(&mut con).expect("DEBUG LOADAOF")
-                        });
+                        reload(faults, &mut con, "LOADAOF");
                         loads += 1;
                     }
                 }
