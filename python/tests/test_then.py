@@ -404,3 +404,41 @@ def test_cluster_clients_are_refused_before_anything_is_sent(flavor, cluster_nod
         assert run(client.exists(f"{uniq}:w")) == 0, "no write went out"
     finally:
         run(client.aclose()) if flavor.is_async else client.close()
+
+
+# --- asyncio: a cancelled wait ----------------------------------------------------------------
+
+def test_a_cancelled_waiting_acquire_with_then_leaves_the_queue(async_flavor, server, plain, uniq: str) -> None:
+    """Cancel a task waiting in acquire(wait=..., then=...): the server forgets the waiter, the
+    release frees the lock, and the client's next pipeline reads its own replies (no reply of
+    the cancelled one is left on a pooled connection)."""
+    import asyncio
+
+    flavor = async_flavor
+    lock = flavor.factory(prefix="job", ttl=30, arity=1, root_prefix=f"t{uniq}")
+    plain.set(f"{uniq}:counter", "mine")
+    holder = flavor.run(lock.acquire(1))
+    waiting = flavor.loop.create_task(lock.acquire(1, wait=30, then=lambda p: p.get(f"{uniq}:counter")))
+
+    def queued() -> int:
+        info = plain.execute_command("PYLOCK.INFO", holder.key)
+        return 0 if info is None else int(info[7])
+
+    deadline = time.monotonic() + 5
+    while queued() != 1:
+        assert time.monotonic() < deadline, "the waiter never queued"
+        flavor.sleep(0.02)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        flavor.run(waiting)
+    deadline = time.monotonic() + 5
+    while queued() != 0:
+        assert time.monotonic() < deadline, "the cancelled waiter is still queued"
+        time.sleep(0.02)
+    assert flavor.run(holder.release()) is True
+    assert plain.execute_command("PYLOCK.INFO", holder.key) is None, "the lock went to nobody"
+    plain.set(f"{uniq}:other", "fresh")
+    handle = flavor.run(lock.acquire(2, then=lambda p: p.get(f"{uniq}:other")))
+    assert handle.then_results == [b"fresh"]
+    assert flavor.run(handle.release(before=lambda p: p.get(f"{uniq}:counter"))) is True
+    assert handle.before_results == [b"mine"]
