@@ -4,12 +4,14 @@ key naming, the factory's settings and connection lookup, and the keeper's sched
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
+import sys
 import uuid
 from datetime import timedelta
-from typing import Any, Dict, Generic, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _wire
 from .errors import ArityError, LeaseLost, LockAlreadyHeld, NotReplicated
@@ -256,3 +258,119 @@ def sort_releases(named: Sequence[Tuple[Hashable, str, str]],
     if failure is not None:
         raise failure
     return released, missing
+
+
+# --- then= / before=: the caller's commands in the lock command's pipeline ------------------
+
+#: ``then=`` / ``before=``: a plain function that queues commands on the pipeline it is given
+#: (``pipe.get(key)``, ``pipe.set(key, value)``) and sends nothing itself.
+Queue = Callable[[Any], Any]
+
+#: The cluster clients, as (module, class): a pipeline of one lock command and the caller's
+#: commands is one connection's, and a cluster client would send the keys to other nodes.
+_CLUSTER_CLIENTS = (("redis.cluster", "RedisCluster"), ("redis.asyncio.cluster", "RedisCluster"),
+                    ("valkey.cluster", "ValkeyCluster"), ("valkey.asyncio.cluster", "ValkeyCluster"))
+
+
+def refuse_cluster(client: Any, what: str) -> None:
+    """Raise ``ValueError`` if ``client`` is a cluster client (``then=``/``before=`` need the
+    lock command and the caller's commands on one connection to one server, in order).
+
+    Only modules already imported are looked at: a client cannot be an instance of a class
+    that was never loaded.
+    """
+    for module_name, class_name in _CLUSTER_CLIENTS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type) and isinstance(client, cls):
+            raise ValueError(
+                f"{what} is not supported with a cluster client ({type(client).__name__}): its commands "
+                "and the lock's must go to one server on one connection, and a cluster may keep "
+                "their keys on other nodes")
+
+
+def queued_pipeline(client: Any, first: Sequence["_wire.Command[Any]"], queue: Queue,
+                    last: Sequence["_wire.Command[Any]"], what: str) -> Tuple[Any, int]:
+    """A non-transactional pipeline of ``first``, what ``queue(pipe)`` adds, then ``last``,
+    and how many commands ``queue`` added. Nothing is sent here."""
+    refuse_cluster(client, what)
+    pipe = client.pipeline(transaction=False)
+    for cmd in first:
+        pipe.execute_command(*cmd.args)
+    before = len(pipe)
+    returned = queue(pipe)
+    # (an asyncio pipeline is awaitable itself, and its commands return it)
+    if returned is not pipe and inspect.isawaitable(returned):
+        if inspect.iscoroutine(returned):
+            returned.close()
+        raise TypeError(f"{what} takes a plain function that queues commands on the pipeline, "
+                        "not a coroutine function: nothing was sent")
+    added = len(pipe) - before
+    if added < 0:
+        raise ValueError(f"{what}'s function must only queue commands, not execute the pipeline")
+    for cmd in last:
+        pipe.execute_command(*cmd.args)
+    return pipe, added
+
+
+def split_replies(first: Sequence["_wire.Command[Any]"], added: int,
+                  last: Sequence["_wire.Command[Any]"], replies: Sequence[Any]
+                  ) -> Tuple[List[Any], List[Any], List[Any]]:
+    """A queued pipeline's replies as (``first``'s settled, the caller's as they came,
+    ``last``'s settled); errors are values, not raised."""
+    n = len(first)
+    ours = [cmd.settle(reply) for cmd, reply in zip(first, replies[:n])]
+    theirs = list(replies[n:n + added])
+    tail = [cmd.settle(reply) for cmd, reply in zip(last, replies[n + added:])]
+    return ours, theirs, tail
+
+
+def first_error(results: Sequence[Any]) -> Optional[BaseException]:
+    for result in results:
+        if isinstance(result, BaseException):
+            return result
+    return None
+
+
+def then_failed(handle: Any, err: BaseException, release_err: Optional[BaseException]) -> BaseException:
+    """The error of a ``then=`` command after a grant, noted with what became of the lease."""
+    if hasattr(err, "add_note"):
+        if release_err is None:
+            err.add_note(f"pylocks: a then= command failed after lease {handle.id} on {handle.key} "
+                         "was granted; the lease was released")
+        else:
+            err.add_note(f"pylocks: a then= command failed after lease {handle.id} on {handle.key} "
+                         f"was granted, and releasing it failed too ({release_err}): it ends at its TTL")
+    if release_err is not None:
+        logger.error("releasing lease %s on %s after a failed then= command failed: %s",
+                     handle.id, handle.key, release_err)
+    return err
+
+
+def release_outcome(handle: Any, released: Any, written: Sequence[Any], ignore_failure: bool) -> bool:
+    """What ``release(before=...)`` returns or raises, from the RELEASE's settled reply and the
+    replies of the commands queued before it (already set as ``handle.before_results``).
+
+    The RELEASE decides first, exactly as a plain release: a lost lease raises its
+    :class:`~pylocks.errors.LeaseLost` (``False`` with ``ignore_failure=True``), any other
+    error is raised. Then, if one of the queued commands failed, its error is raised.
+    """
+    failed = first_error(written)
+    if isinstance(released, BaseException):
+        if failed is not None and hasattr(released, "add_note"):
+            released.add_note(f"pylocks: a before= command failed as well: {failed}")
+        if isinstance(released, LeaseLost) and ignore_failure:
+            if failed is not None:
+                if hasattr(failed, "add_note"):
+                    failed.add_note(f"pylocks: a before= command failed, and the RELEASE found the "
+                                    f"lease lost: {released}")
+                raise failed
+            return False
+        raise released
+    handle.ttl_ms = 0
+    if failed is not None:
+        if hasattr(failed, "add_note"):
+            failed.add_note(f"pylocks: a before= command failed; lease {handle.id} on {handle.key} "
+                            "was released all the same")
+        raise failed
+    return True

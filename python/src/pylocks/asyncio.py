@@ -77,6 +77,15 @@ async def _run_many(client: Client, cmds: Sequence["_wire.Command[Any]"]) -> Lis
     return [cmd.settle(reply) for cmd, reply in zip(cmds, replies)]
 
 
+async def _run_queued(client: Client, first: Sequence["_wire.Command[Any]"], queue: _core.Queue,
+                      last: Sequence["_wire.Command[Any]"], what: str
+                      ) -> Tuple[List[Any], List[Any], List[Any]]:
+    """``first``, what ``queue(pipe)`` adds, and ``last`` in one pipeline (one round trip)."""
+    pipe, added = _core.queued_pipeline(client, first, queue, last, what)
+    replies = await pipe.execute(raise_on_error=False)
+    return _core.split_replies(first, added, last, replies)
+
+
 _default_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tuple[int, str, Client]]" = (
     weakref.WeakKeyDictionary())
 
@@ -188,9 +197,9 @@ class Keeper:
                 raise  # the caller itself is being cancelled
         return self.handle
 
-    async def release(self, ignore_failure: bool = False) -> bool:
-        """Stop, then release the lease (see :meth:`SingleLockHandle.release`)."""
-        return await (await self.stop()).release(ignore_failure=ignore_failure)
+    async def release(self, ignore_failure: bool = False, *, before: Optional[_core.Queue] = None) -> bool:
+        """Stop, then release the lease (see :meth:`SingleLockHandle.release`, ``before=`` too)."""
+        return await (await self.stop()).release(ignore_failure=ignore_failure, before=before)
 
     async def __aenter__(self) -> "Keeper":
         self._guarded = asyncio.current_task()
@@ -218,7 +227,8 @@ class SingleLockHandle:
     """A lease on one lock; the asyncio twin of :class:`pylocks.blocking.SingleLockHandle`.
 
     Same attributes (``key``, ``id``, ``token``, ``ttl_ms``, ``default_ttl_ms``,
-    ``lease_ttl_ms``); the methods that talk to the server are coroutines.
+    ``lease_ttl_ms``, ``then_results``, ``before_results``); the methods that talk to the
+    server are coroutines.
     """
 
     def __init__(self, client: Client, key: str, lease_id: str, token: int, ttl_ms: int,
@@ -230,6 +240,8 @@ class SingleLockHandle:
         self.ttl_ms = ttl_ms
         self.default_ttl_ms = default_ttl_ms
         self.lease_ttl_ms = default_ttl_ms if lease_ttl_ms is None else lease_ttl_ms
+        self.then_results: Optional[List[Any]] = None
+        self.before_results: Optional[List[Any]] = None
 
     @property
     def lease_id(self) -> str:
@@ -270,9 +282,19 @@ class SingleLockHandle:
         ttl_ms = self.default_ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
         return self._update(await _run(self.redis, _wire.confirm(self.key, self.id, ttl_ms)))
 
-    async def release(self, ignore_failure: bool = False) -> bool:
+    async def release(self, ignore_failure: bool = False, *, before: Optional[_core.Queue] = None) -> bool:
         """``PYLOCK.RELEASE``: ``True``; a lost lease raises (or returns ``False`` with
-        ``ignore_failure=True``)."""
+        ``ignore_failure=True``).
+
+        ``before(pipe)`` (a plain function) queues commands sent in the same round trip, ahead
+        of the RELEASE; see :meth:`pylocks.blocking.SingleLockHandle.release`: they run even
+        when the lease was lost.
+        """
+        if before is not None:
+            cmd = _wire.release(self.key, self.id)
+            _, written, (released,) = await _run_queued(self.redis, [], before, [cmd], "release(before=...)")
+            self.before_results = written
+            return _core.release_outcome(self, released, written, ignore_failure)
         try:
             await _run(self.redis, _wire.release(self.key, self.id))
         except LeaseLost:
@@ -372,8 +394,11 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         lease_id: Optional[str] = None,
         wait: Optional[Seconds] = None,
         durability: Optional[Tuple[int, Seconds]] = None,
+        then: Optional[_core.Queue] = None,
     ) -> SingleLockHandle:
-        """``PYLOCK.ACQUIRE``; see :meth:`pylocks.blocking.RedisLockFactory.acquire`.
+        """``PYLOCK.ACQUIRE``; see :meth:`pylocks.blocking.RedisLockFactory.acquire`
+        (``then=`` too: a plain function that queues reads; they run even when the lock is
+        not granted).
 
         Cancelling the awaiting task while it waits (``wait=``) leaves the server's queue.
         """
@@ -383,15 +408,22 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait), self.limit)
         wanted = self.durability if durability is None else _core.durability(durability)
         client = self.redis
-        if wanted is None:
+        if wanted is None and then is None:
             granted = _core.lease_or_held(key, lease, await _run(client, acquire))
             return self._handle(client, key, granted, ttl_ms)
-        got, acked = await _run_many(client, [acquire, _wire.wait(*wanted)])
+        cmds: List[_wire.Command[Any]] = [acquire] if wanted is None else [acquire, _wire.wait(*wanted)]
+        queued: List[Any] = []
+        if then is None:
+            results = await _run_many(client, cmds)
+        else:
+            results, queued, _ = await _run_queued(client, cmds, then, [], "acquire(then=...)")
+        got = results[0]
         if isinstance(got, BaseException):
             raise got
         granted = _core.lease_or_held(key, lease, got)
         handle = self._handle(client, key, granted, ttl_ms)
-        if isinstance(acked, BaseException) or acked < wanted[0]:
+        acked: Any = results[1] if wanted is not None else None
+        if wanted is not None and (isinstance(acked, BaseException) or acked < wanted[0]):
             release_error: Optional[BaseException] = None
             try:
                 await handle.release()
@@ -400,6 +432,16 @@ class RedisLockFactory(_core.FactoryCore[Client]):
             cause = acked if isinstance(acked, BaseException) else None
             raise _core.not_replicated(key, lease, wanted[0], None if cause else acked, cause,
                                        release_error) from cause
+        if then is not None:
+            failed = _core.first_error(queued)
+            if failed is not None:
+                release_error = None
+                try:
+                    await asyncio.shield(handle.release())
+                except Exception as err:  # noqa: BLE001 - noted on the error raised
+                    release_error = err
+                raise _core.then_failed(handle, failed, release_error)
+            handle.then_results = queued
         return handle
 
     async def macquire(self, parts_list: Sequence[Any], *, ttl: Optional[Seconds] = None

@@ -76,6 +76,16 @@ def _run_many(client: Client, cmds: Sequence["_wire.Command[Any]"]) -> List[Any]
     return [cmd.settle(reply) for cmd, reply in zip(cmds, replies)]
 
 
+def _run_queued(client: Client, first: Sequence["_wire.Command[Any]"], queue: _core.Queue,
+                last: Sequence["_wire.Command[Any]"], what: str) -> Tuple[List[Any], List[Any], List[Any]]:
+    """``first``, the commands ``queue(pipe)`` adds, and ``last`` in one pipeline (one round
+    trip, not a transaction): (``first``'s results, the caller's replies, ``last``'s results),
+    each a value or an error."""
+    pipe, added = _core.queued_pipeline(client, first, queue, last, what)
+    replies = pipe.execute(raise_on_error=False)
+    return _core.split_replies(first, added, last, replies)
+
+
 # --- the default client: made on first use, once per process --------------------------------
 
 _default_lock = threading.Lock()
@@ -199,9 +209,9 @@ class Keeper:
             self._thread.join()
         return self.handle
 
-    def release(self, ignore_failure: bool = False) -> bool:
-        """Stop, then release the lease (see :meth:`SingleLockHandle.release`)."""
-        return self.stop().release(ignore_failure=ignore_failure)
+    def release(self, ignore_failure: bool = False, *, before: Optional[_core.Queue] = None) -> bool:
+        """Stop, then release the lease (see :meth:`SingleLockHandle.release`, ``before=`` too)."""
+        return self.stop().release(ignore_failure=ignore_failure, before=before)
 
     def __enter__(self) -> "Keeper":
         with self._guard:
@@ -235,6 +245,10 @@ class SingleLockHandle:
     :ivar ttl_ms: milliseconds left on the lease when the server last replied.
     :ivar default_ttl_ms: what :meth:`extend` uses when no ttl is given (the factory's ttl).
     :ivar lease_ttl_ms: the TTL the lease was asked for, which :meth:`keep_alive` renews.
+    :ivar then_results: the replies of the commands that ``acquire(..., then=fn)`` queued,
+        in order; ``None`` for a handle acquired without ``then=``.
+    :ivar before_results: the replies of the commands that ``release(before=fn)`` queued,
+        in order (set before the release's outcome is raised); ``None`` until then.
     """
 
     def __init__(self, client: Client, key: str, lease_id: str, token: int, ttl_ms: int,
@@ -246,6 +260,8 @@ class SingleLockHandle:
         self.ttl_ms = ttl_ms
         self.default_ttl_ms = default_ttl_ms
         self.lease_ttl_ms = default_ttl_ms if lease_ttl_ms is None else lease_ttl_ms
+        self.then_results: Optional[List[Any]] = None
+        self.before_results: Optional[List[Any]] = None
 
     @property
     def lease_id(self) -> str:
@@ -301,7 +317,7 @@ class SingleLockHandle:
         ttl_ms = self.default_ttl_ms if ttl is None else _core.to_ms(ttl, "ttl")
         return self._update(_run(self.redis, _wire.confirm(self.key, self.id, ttl_ms)))
 
-    def release(self, ignore_failure: bool = False) -> bool:
+    def release(self, ignore_failure: bool = False, *, before: Optional[_core.Queue] = None) -> bool:
         """Release the lock if, and only if, this lease holds it (``PYLOCK.RELEASE``).
 
         Returns ``True``. A lost lease is an error, never a silent no-op:
@@ -310,7 +326,27 @@ class SingleLockHandle:
         (that lock is untouched). Either way, whatever ran under this handle may have run
         without the lock. With ``ignore_failure=True`` a lost lease returns ``False`` instead
         (other errors are still raised).
+
+        :param before: ``before(pipe)`` queues commands (writes, typically) on a pipeline
+            that is sent in one round trip with the ``RELEASE`` after them; their replies are
+            set as :attr:`before_results`. The RELEASE's outcome is raised or returned exactly
+            as above; then, if one of the queued commands failed, its error is raised (the
+            lease was released all the same).
+
+            .. warning:: The queued commands are **not conditional on the lease**: the server
+               runs them even when the lease was already lost, and only the RELEASE after them
+               fails. A successful release does prove that the lease held while they ran (a lost
+               lease never comes back); a ``LeaseLost`` means they ran anyway, possibly after
+               another holder got the lock. Where that matters, make the data check the lease's
+               fencing token (:attr:`token`).
+
+            Not with a cluster client (``ValueError``, before anything is sent).
         """
+        if before is not None:
+            cmd = _wire.release(self.key, self.id)
+            _, written, (released,) = _run_queued(self.redis, [], before, [cmd], "release(before=...)")
+            self.before_results = written
+            return _core.release_outcome(self, released, written, ignore_failure)
         try:
             _run(self.redis, _wire.release(self.key, self.id))
         except LeaseLost:
@@ -543,6 +579,7 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         lease_id: Optional[str] = None,
         wait: Optional[Seconds] = None,
         durability: Optional[Tuple[int, Seconds]] = None,
+        then: Optional[_core.Queue] = None,
     ) -> SingleLockHandle:
         """Take the lock on ``parts`` and return the new lease's handle (``PYLOCK.ACQUIRE``).
 
@@ -554,6 +591,20 @@ class RedisLockFactory(_core.FactoryCore[Client]):
             served (``BLOCK``); ``math.inf`` waits forever. The client's ``socket_timeout``, if
             set, must be longer.
         :param durability: overrides the factory's ``(replicas, timeout)`` for this call.
+        :param then: ``then(pipe)`` queues reads on a pipeline (not a transaction) that is sent
+            in one round trip together with the ``ACQUIRE`` (and the durability ``WAIT``),
+            after them. The server runs one connection's commands in order, so with ``wait=``
+            the reads run only once the lock is granted and see what the previous holder wrote
+            before releasing. Their replies are set as :attr:`SingleLockHandle.then_results`
+            when the lease is granted; otherwise they are dropped and the call raises as it
+            would without ``then=``. If the grant succeeded but a queued command failed, the
+            lease is released and that error is raised.
+
+            .. warning:: The queued commands run whether or not the lock is granted (a held
+               lock without ``wait=``, or a ``wait=`` that times out, still runs them, after
+               the ACQUIRE's answer): queue reads only.
+
+            Not with a cluster client (``ValueError``, before anything is sent).
         :raises LockAlreadyHeld: another lease holds the lock (after ``wait``, if given).
         :raises NotReplicated: too few replicas acknowledged the grant; it was released.
         :raises ArityError: wrong number of parts (checked before any network call).
@@ -564,16 +615,23 @@ class RedisLockFactory(_core.FactoryCore[Client]):
         acquire = _wire.acquire(key, ttl_ms, lease, _core.block_ms(wait), self.limit)
         wanted = self.durability if durability is None else _core.durability(durability)
         client = self.redis
-        if wanted is None:
+        if wanted is None and then is None:
             granted = _core.lease_or_held(key, lease, _run(client, acquire))
             return self._handle(client, key, granted, ttl_ms)
         # WAIT counts this connection's writes: one pipeline keeps both on one connection.
-        got, acked = _run_many(client, [acquire, _wire.wait(*wanted)])
+        cmds: List[_wire.Command[Any]] = [acquire] if wanted is None else [acquire, _wire.wait(*wanted)]
+        queued: List[Any] = []
+        if then is None:
+            results = _run_many(client, cmds)
+        else:
+            results, queued, _ = _run_queued(client, cmds, then, [], "acquire(then=...)")
+        got = results[0]
         if isinstance(got, BaseException):
             raise got
         granted = _core.lease_or_held(key, lease, got)
         handle = self._handle(client, key, granted, ttl_ms)
-        if isinstance(acked, BaseException) or acked < wanted[0]:
+        acked: Any = results[1] if wanted is not None else None
+        if wanted is not None and (isinstance(acked, BaseException) or acked < wanted[0]):
             release_error: Optional[BaseException] = None
             try:
                 handle.release()
@@ -582,6 +640,16 @@ class RedisLockFactory(_core.FactoryCore[Client]):
             cause = acked if isinstance(acked, BaseException) else None
             raise _core.not_replicated(key, lease, wanted[0], None if cause else acked, cause,
                                        release_error) from cause
+        if then is not None:
+            failed = _core.first_error(queued)
+            if failed is not None:
+                release_error = None
+                try:
+                    handle.release()
+                except Exception as err:  # noqa: BLE001 - noted on the error raised
+                    release_error = err
+                raise _core.then_failed(handle, failed, release_error)
+            handle.then_results = queued
         return handle
 
     def macquire(self, parts_list: Sequence[Any], *, ttl: Optional[Seconds] = None
