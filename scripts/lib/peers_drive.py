@@ -276,7 +276,7 @@ LIBRARIES: Dict[str, Tuple[str, Callable[[redis.Redis], Any]]] = {
     "redis-py-pipe": ("prototype: redis-py Lock 0.1 s, GET pipelined with SET NX, SET with release",
                       RedisPyLockPipelined),
 }
-DEFAULT_LIBS = ["pylocks", "redis-py", "redis-py-1ms", "python-redis-lock", "pottery"]
+DEFAULT_LIBS = ["pylocks", "pylocks-then", "redis-py", "redis-py-1ms", "python-redis-lock", "pottery"]
 # What pylocks is compared with: the libraries as they ship (the prototypes are not peers).
 PEERS = ["redis-py", "redis-py-1ms", "python-redis-lock", "pottery"]
 
@@ -671,23 +671,25 @@ def legend(libs: List[str]) -> str:
 
 def plot_rows(summary: Dict[Tuple[str, int, float], Dict[str, Any]], libs: List[str], workers: List[int],
               sections: List[float]) -> str:
-    """pylocks over the best peer, per cell: throughput (target >= 1) and server CPU per grant
-    (target <= 1), as `label TAB ratio TAB target-kind TAB target` for `bench plot-tsv`."""
+    """pylocks (plain, and with then=/before= when it ran) over the best peer, per cell:
+    throughput (target >= 1) and server CPU per grant (target <= 1), as
+    `label TAB ratio TAB target-kind TAB target` for `bench plot-tsv`."""
     rows = []
     peers = [lib for lib in libs if lib in PEERS]
     for cs in sections:
         for w in workers:
-            ours = summary.get(("pylocks", w, cs))
             theirs = [summary[(p, w, cs)] for p in peers if (p, w, cs) in summary]
-            if not ours or not theirs:
-                continue
-            best = max(t["rate"] for t in theirs)
-            cheapest = min(t["server_cpu_us"] for t in theirs)
-            target = w == 8 and cs == 1
-            rows.append(f"W={w}, {cs:g} ms: grants/s / best peer's\t{ours['rate'] / best:.4f}\t"
-                        f"{'atleast' if target else 'none'}\t1.0")
-            rows.append(f"W={w}, {cs:g} ms: server CPU per grant / cheapest peer's\t"
-                        f"{ours['server_cpu_us'] / cheapest:.4f}\t{'atmost' if target else 'none'}\t1.0")
+            for lib in ("pylocks", "pylocks-then"):
+                ours = summary.get((lib, w, cs))
+                if not ours or not theirs:
+                    continue
+                best = max(t["rate"] for t in theirs)
+                cheapest = min(t["server_cpu_us"] for t in theirs)
+                target = w == 8 and cs == 1
+                rows.append(f"{lib} W={w}, {cs:g} ms: grants/s / best peer's\t{ours['rate'] / best:.4f}\t"
+                            f"{'atleast' if target else 'none'}\t1.0")
+                rows.append(f"{lib} W={w}, {cs:g} ms: server CPU per grant / cheapest peer's\t"
+                            f"{ours['server_cpu_us'] / cheapest:.4f}\t{'atmost' if target else 'none'}\t1.0")
     return "\n".join(rows) + "\n"
 
 
