@@ -2216,10 +2216,18 @@ fn check_watches(cfg: &Config, history: &History, report: &mut Report) {
                 let (due, _) = held_up(latest);
                 if at.saturating_sub(due) > limit {
                     report.watch_late += 1;
+                    // The faults around it, so that a late answer can be told from a fault
+                    // that began just too late to excuse it.
+                    let near: Vec<String> = faults
+                        .iter()
+                        .filter(|f| f.to + 1_000_000 > due && f.from < at + 1_000_000)
+                        .map(|f| format!("{:?} {}-{} µs", f.kind, f.from, f.to))
+                        .collect();
                     report.violations.push(format!(
-                        "{lease} was answered {r:?} {:.1} ms after the latest moment its end could have happened ({due} µs; the end between {earliest} and {latest} µs), over the {} ms limit",
+                        "{lease} was answered {r:?} at {at} µs, {:.1} ms after the latest moment its end could have happened ({due} µs; the end between {earliest} and {latest} µs), over the {} ms limit; faults within 1 s: [{}]",
                         at.saturating_sub(due) as f64 / 1000.0,
-                        limit / 1000
+                        limit / 1000,
+                        near.join(", ")
                     ));
                 }
                 if w.confirmed && latest - earliest <= TIGHT_US {
@@ -2758,6 +2766,8 @@ mod tests {
             to: 74 * MS,
         };
         fails_with(&h, "over the 50 ms limit");
+        // The report names it, to tell the two cases apart afterwards.
+        fails_with(&h, "faults within 1 s: [Stop 72000-74000 µs]");
     }
 
     #[test]
