@@ -21,21 +21,30 @@ impl Cluster {
         let nodes: Vec<Server> = (0..3)
             .map(|_| {
                 // The bus port defaults to port + 10000, which can exceed 65535 for the
-                // ephemeral ports tests get: choose it explicitly.
-                let bus = free_port().to_string();
-                Server::start_with(
-                    kind,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "3000",
-                        "--cluster-port",
-                        &bus,
-                    ],
-                )
+                // ephemeral ports tests get: choose it explicitly. A port found free can be
+                // taken (by a parallel test's server, or as the local port of a connection)
+                // before the node binds it, and the node then exits: try again with another.
+                let mut last_err = String::new();
+                for _ in 0..5 {
+                    let bus = free_port().to_string();
+                    match Server::try_start_with(
+                        kind,
+                        &[
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            "3000",
+                            "--cluster-port",
+                            &bus,
+                        ],
+                    ) {
+                        Ok(node) => return node,
+                        Err(e) => last_err = e,
+                    }
+                }
+                panic!("a cluster node did not start: {last_err}")
             })
             .collect();
         let addrs: Vec<String> = nodes

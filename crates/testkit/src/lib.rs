@@ -178,6 +178,16 @@ impl Server {
     ///
     /// When the server does not come up within 10 seconds (its log is printed).
     pub fn start_with(kind: Kind, extra: &[&str]) -> Self {
+        Self::try_start_with(kind, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Server::start_with`], returning why it did not start instead of panicking (so that a
+    /// caller can try again with other arguments, such as another cluster bus port).
+    ///
+    /// # Errors
+    ///
+    /// The server exited or was not ready within 10 seconds, five times (its log tail).
+    pub fn try_start_with(kind: Kind, extra: &[&str]) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "pylock-test-{}-{}",
             std::process::id(),
@@ -196,7 +206,7 @@ impl Server {
                 child: None,
             };
             match server.spawn() {
-                Ok(()) => return server,
+                Ok(()) => return Ok(server),
                 Err(e) => {
                     last_err = e;
                     server
@@ -206,7 +216,7 @@ impl Server {
                 }
             }
         }
-        panic!("{} did not start: {last_err}", kind.name());
+        Err(format!("{} did not start: {last_err}", kind.name()))
     }
 
     fn spawn(&mut self) -> Result<(), String> {
